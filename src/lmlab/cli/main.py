@@ -1,0 +1,146 @@
+"""The `lmlab` command: argument parsing only; every command calls the Python API.
+
+Heavy modules (torch, tokenizers) are imported inside the command functions so that
+`lmlab --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _sampling_args(p: argparse.ArgumentParser, temperature: float = 0.7) -> None:
+    p.add_argument("--model", "-m", default=None,
+                   help="bundled name (default smollm2), HF folder, .gguf file or hub id org/name")
+    p.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
+    p.add_argument("--system", default=None, help="system message")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=temperature, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=0, help="0 = off")
+    p.add_argument("--top-p", type=float, default=1.0, help="1 = off")
+    p.add_argument("--seed", type=int, default=None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmlab", description="The whole life of a text foundation model.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # --debug is accepted after the subcommand too; SUPPRESS keeps the top-level value otherwise.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+
+    g = sub.add_parser("generate", parents=[common], help="answer one prompt (text streams to the terminal)")
+    g.add_argument("prompt")
+    _sampling_args(g)
+    g.add_argument("--raw", action="store_true", help="no chat template: continue the text as is")
+    g.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
+    g.set_defaults(func=cmd_generate)
+
+    c = sub.add_parser("chat", parents=[common], help="interactive multi-turn chat (/help inside for commands)")
+    _sampling_args(c)
+    c.set_defaults(func=cmd_chat)
+
+    m = sub.add_parser("models", parents=[common], help="list, inspect and convert models")
+    msub = m.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    ml = msub.add_parser("list", parents=[common], help="bundled models and cached conversions")
+    ml.set_defaults(func=cmd_models_list)
+    mi = msub.add_parser("info", parents=[common], help="architecture, size, tokenizer and files of a model")
+    mi.add_argument("model", nargs="?", default=None)
+    mi.add_argument("--json", action="store_true")
+    mi.set_defaults(func=cmd_models_info)
+    mc = msub.add_parser("convert", parents=[common], help="convert a model (GGUF, folder, hub id) to an HF folder")
+    mc.add_argument("model", nargs="?", default=None)
+    mc.add_argument("--out", default=None, help="output folder (default: the lmlab cache)")
+    mc.add_argument("--dtype", default="float32")
+    mc.set_defaults(func=cmd_models_convert)
+    return parser
+
+
+# ---- commands -----------------------------------------------------------------------------------
+
+def cmd_generate(args) -> int:
+    from lmlab.lm import load
+
+    lm = load(args.model, args.dtype)
+    stream = None if args.json else (lambda s: (sys.stdout.write(s), sys.stdout.flush()))
+    out = lm.generate(args.prompt, system=args.system, raw=args.raw, max_new_tokens=args.max_new_tokens,
+                      temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                      stream=stream)
+    if args.json:
+        print(json.dumps(out.to_dict(), ensure_ascii=False))
+    else:
+        print()
+    return 0
+
+
+def cmd_chat(args) -> int:
+    from lmlab.cli.chat import run_repl
+    from lmlab.lm import load
+
+    lm = load(args.model, args.dtype)
+    settings = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
+                "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed}
+    return run_repl(lm, settings, system=args.system)
+
+
+def cmd_models_list(args) -> int:
+    from lmlab.model.io.resolve import list_models
+    from lmlab.report.table import print_table
+
+    print_table(list_models(), title="models")
+    return 0
+
+
+def cmd_models_info(args) -> int:
+    from lmlab.model.io.info import model_info
+    from lmlab.report.table import print_kv
+
+    info = model_info(args.model)
+    print(json.dumps(info, indent=2)) if args.json else print_kv(info, title="model")
+    return 0
+
+
+def cmd_models_convert(args) -> int:
+    from lmlab.model.io.info import convert
+
+    print(convert(args.model, args.out, args.dtype))
+    return 0
+
+
+# ---- entry point --------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from lmlab import __version__
+        print(__version__)
+        return 0
+    if not args.command:
+        parser.print_help()
+        return 0
+    from lmlab.errors import LmlabError
+
+    try:
+        return args.func(args)
+    except LmlabError as e:
+        if args.debug:
+            raise
+        print(f"lmlab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug of ours: still one line, with the way to see more
+        if args.debug:
+            raise
+        print(f"lmlab: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

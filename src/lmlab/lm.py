@@ -1,0 +1,96 @@
+"""The public handle on a model: `lmlab.load(...)` returns an LM with `generate` and `chat`."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from lmlab.engine.generate import generate
+from lmlab.engine.sampling import SamplingParams
+from lmlab.errors import LmlabError
+from lmlab.model.io.hf import load_model
+from lmlab.model.io.resolve import resolve
+from lmlab.tokenizer import Tokenizer
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+@dataclass
+class Completion:
+    text: str
+    token_ids: list[int]  # generated ids only
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float  # generation time, model loading excluded
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class LM:
+    def __init__(self, model, tokenizer: Tokenizer, folder: Path | None = None):
+        self.model, self.tokenizer, self.folder = model, tokenizer, folder
+        self.config = model.config
+        self.stop_token_ids = self._stop_ids()
+
+    @classmethod
+    def load(cls, spec: str | None = None, dtype: str = "float32") -> "LM":
+        if dtype not in DTYPES:
+            raise LmlabError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+        folder = resolve(spec)
+        return cls(load_model(folder, DTYPES[dtype]), Tokenizer.from_folder(folder), folder)
+
+    def _stop_ids(self) -> list[int]:
+        """EOS ids from the model config, generation_config.json and the tokenizer, merged."""
+        ids = set(self.config.eos_ids)
+        gen = self.folder / "generation_config.json" if self.folder else None
+        if gen is not None and gen.is_file():
+            eos = json.loads(gen.read_text()).get("eos_token_id")
+            ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return sorted(ids)
+
+    def prompt_ids(self, prompt: str | list[dict], system: str | None = None, raw: bool = False) -> list[int]:
+        """Ids for a user prompt (chat template applied unless raw) or a list of chat messages."""
+        if isinstance(prompt, str):
+            if not prompt.strip():
+                raise LmlabError("empty prompt: give some text to respond to")
+            if raw:
+                return self.tokenizer.encode(prompt)
+            messages = ([{"role": "system", "content": system}] if system else []) + [
+                {"role": "user", "content": prompt}]
+        else:
+            messages = prompt
+            if not messages:
+                raise LmlabError("empty conversation: give at least one message")
+        return self.tokenizer.encode_chat(messages)
+
+    def generate(self, prompt: str | list[dict], *, system: str | None = None, raw: bool = False,
+                 max_new_tokens: int = 256, temperature: float = 0.7, top_k: int = 0, top_p: float = 1.0,
+                 seed: int | None = None, stream: Callable[[str], None] | None = None) -> Completion:
+        """Answer one prompt. `stream(text_piece)` receives the text as it is produced."""
+        ids = self.prompt_ids(prompt, system, raw)
+        params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                                top_p=top_p, seed=seed, stop_token_ids=self.stop_token_ids)
+        decoder = self.tokenizer.stream()
+        on_token = (lambda _row, t: stream(decoder.push(t))) if stream else None
+        t0 = time.perf_counter()
+        g = generate(self.model, [ids], params, on_token)[0]
+        seconds = time.perf_counter() - t0
+        if stream:
+            stream(decoder.flush())
+        return Completion(self.tokenizer.decode(g.token_ids), g.token_ids, g.finish_reason,
+                          g.prompt_tokens, len(g.token_ids), seconds)
+
+
+def load(spec: str | None = None, dtype: str = "float32") -> LM:
+    """Load a model by bundled name, HF folder, .gguf file or hub id (default: bundled SmolLM2)."""
+    return LM.load(spec, dtype)

@@ -1,0 +1,134 @@
+"""ModelConfig: the few numbers that define a decoder-only transformer, and HF config.json in/out."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from lmlab.errors import LmlabError
+
+# HF model_type -> our family. Mistral and Qwen2 are Llama blocks with small switches.
+FAMILIES = {"llama": "llama", "mistral": "llama", "qwen2": "llama", "gpt2": "gpt2"}
+
+
+@dataclass
+class ModelConfig:
+    family: str = "llama"  # "llama" (RMSNorm, RoPE, SwiGLU) or "gpt2" (LayerNorm, learned positions, GELU)
+    model_type: str = "llama"  # the HF model_type, kept so that we write back what we read
+    vocab_size: int = 32000
+    dim: int = 512
+    n_layers: int = 8
+    n_heads: int = 8
+    n_kv_heads: int = 8
+    head_dim: int = 0  # 0 -> dim // n_heads
+    ffn_dim: int = 1376
+    max_seq_len: int = 2048
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    rope_scaling: dict | None = None  # as in HF configs: {"rope_type": "linear"|"llama3"|..., ...}
+    tie_embeddings: bool = False
+    qkv_bias: bool = False  # Qwen2
+    sliding_window: int | None = None  # Mistral: keys further back than this are not attended
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+    pad_token_id: int | None = None
+    extra: dict = field(default_factory=dict)  # other config.json keys, written back unchanged
+
+    def __post_init__(self):
+        if self.family not in ("llama", "gpt2"):
+            raise LmlabError(f"unknown model family {self.family!r}; expected 'llama' or 'gpt2'")
+        if not self.head_dim:
+            self.head_dim = self.dim // self.n_heads
+        if self.n_heads % self.n_kv_heads:
+            raise LmlabError(f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
+
+    @property
+    def eos_ids(self) -> list[int]:
+        e = self.eos_token_id
+        return [] if e is None else list(e) if isinstance(e, (list, tuple)) else [e]
+
+    # ---- HF config.json ----------------------------------------------------------------------
+
+    @classmethod
+    def from_hf(cls, hf: dict) -> "ModelConfig":
+        mt = hf.get("model_type")
+        if mt not in FAMILIES:
+            raise LmlabError(
+                f"unsupported architecture {mt!r} (architectures={hf.get('architectures')}); "
+                f"supported model_type values: {', '.join(sorted(FAMILIES))}")
+        if FAMILIES[mt] == "gpt2":
+            known = {"n_embd", "n_layer", "n_head", "n_positions", "n_inner", "vocab_size",
+                     "layer_norm_epsilon", "bos_token_id", "eos_token_id", "model_type"}
+            dim = hf["n_embd"]
+            return cls(family="gpt2", model_type=mt, vocab_size=hf["vocab_size"], dim=dim,
+                       n_layers=hf["n_layer"], n_heads=hf["n_head"], n_kv_heads=hf["n_head"],
+                       ffn_dim=hf.get("n_inner") or 4 * dim, max_seq_len=hf["n_positions"],
+                       norm_eps=hf.get("layer_norm_epsilon", 1e-5), tie_embeddings=True,
+                       bos_token_id=hf.get("bos_token_id"), eos_token_id=hf.get("eos_token_id"),
+                       extra={k: v for k, v in hf.items() if k not in known})
+        # transformers >= 5 nests rope settings in `rope_parameters`; older configs use
+        # `rope_theta` + `rope_scaling`. Accept both.
+        rope = dict(hf.get("rope_parameters") or {})
+        theta = rope.pop("rope_theta", None) or hf.get("rope_theta", 10000.0)
+        scaling = hf.get("rope_scaling") or (rope if rope.get("rope_type", "default") != "default" else None)
+        if scaling:
+            scaling = dict(scaling)
+            scaling.setdefault("rope_type", scaling.get("type", "default"))
+        window = hf.get("sliding_window")
+        if mt == "qwen2" and not hf.get("use_sliding_window", False):
+            window = None
+        n_heads = hf["num_attention_heads"]
+        known = {"model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                 "num_key_value_heads", "head_dim", "intermediate_size", "max_position_embeddings",
+                 "rms_norm_eps", "rope_theta", "rope_scaling", "rope_parameters", "tie_word_embeddings",
+                 "attention_bias", "sliding_window", "bos_token_id", "eos_token_id", "pad_token_id"}
+        return cls(
+            family="llama", model_type=mt, vocab_size=hf["vocab_size"], dim=hf["hidden_size"],
+            n_layers=hf["num_hidden_layers"], n_heads=n_heads,
+            n_kv_heads=hf.get("num_key_value_heads") or n_heads,
+            head_dim=hf.get("head_dim") or hf["hidden_size"] // n_heads,
+            ffn_dim=hf["intermediate_size"], max_seq_len=hf.get("max_position_embeddings", 2048),
+            norm_eps=hf.get("rms_norm_eps", 1e-6), rope_theta=float(theta), rope_scaling=scaling,
+            tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            qkv_bias=mt == "qwen2" or bool(hf.get("attention_bias", False)),
+            sliding_window=window, bos_token_id=hf.get("bos_token_id"),
+            eos_token_id=hf.get("eos_token_id"), pad_token_id=hf.get("pad_token_id"),
+            extra={k: v for k, v in hf.items() if k not in known})
+
+    def to_hf(self) -> dict:
+        c = self
+        if c.family == "gpt2":
+            hf = dict(c.extra)
+            hf.update(model_type="gpt2", architectures=["GPT2LMHeadModel"], vocab_size=c.vocab_size,
+                      n_embd=c.dim, n_layer=c.n_layers, n_head=c.n_heads, n_positions=c.max_seq_len,
+                      n_inner=c.ffn_dim, layer_norm_epsilon=c.norm_eps, activation_function="gelu_new",
+                      bos_token_id=c.bos_token_id, eos_token_id=c.eos_token_id, tie_word_embeddings=True)
+            return hf
+        arch = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+        hf = dict(c.extra)
+        hf.update(
+            model_type=c.model_type, architectures=[arch[c.model_type]], vocab_size=c.vocab_size,
+            hidden_size=c.dim, num_hidden_layers=c.n_layers, num_attention_heads=c.n_heads,
+            num_key_value_heads=c.n_kv_heads, head_dim=c.head_dim, intermediate_size=c.ffn_dim,
+            max_position_embeddings=c.max_seq_len, rms_norm_eps=c.norm_eps, rope_theta=c.rope_theta,
+            rope_scaling=c.rope_scaling, tie_word_embeddings=c.tie_embeddings, hidden_act="silu",
+            bos_token_id=c.bos_token_id, eos_token_id=c.eos_token_id, pad_token_id=c.pad_token_id)
+        if c.model_type == "llama":
+            hf.update(attention_bias=c.qkv_bias, mlp_bias=False)
+        if c.model_type == "mistral":
+            hf["sliding_window"] = c.sliding_window
+        if c.model_type == "qwen2":
+            hf.update(use_sliding_window=c.sliding_window is not None,
+                      sliding_window=c.sliding_window)
+        hf.setdefault("torch_dtype", "float32")
+        return hf
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise LmlabError(f"unknown model config keys: {', '.join(sorted(unknown))}")
+        return cls(**d)

@@ -1,0 +1,165 @@
+"""A decoder-only transformer in plain PyTorch.
+
+Two families share one Block:
+- "llama" (Llama, Mistral, Qwen2, SmolLM2): RMSNorm, RoPE, grouped-query attention, SwiGLU MLP;
+- "gpt2": LayerNorm, learned positions, multi-head attention with biases, GELU MLP.
+
+Attention runs through torch's scaled_dot_product_attention. A KV cache is any object with
+`length` (tokens already cached) and `update(layer, k, v) -> (k_all, v_all)`; see
+`lmlab.engine.kv_cache`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmlab.model.config import ModelConfig
+from lmlab.model.rope import Rotary, apply_rotary
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        # Normalise in fp32 whatever the activation dtype, as the reference implementations do.
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, c: ModelConfig, layer: int):
+        super().__init__()
+        self.layer, self.n_heads, self.n_kv_heads, self.head_dim = layer, c.n_heads, c.n_kv_heads, c.head_dim
+        gpt2 = c.family == "gpt2"
+        self.q_proj = nn.Linear(c.dim, c.n_heads * c.head_dim, bias=c.qkv_bias or gpt2)
+        self.k_proj = nn.Linear(c.dim, c.n_kv_heads * c.head_dim, bias=c.qkv_bias or gpt2)
+        self.v_proj = nn.Linear(c.dim, c.n_kv_heads * c.head_dim, bias=c.qkv_bias or gpt2)
+        self.o_proj = nn.Linear(c.n_heads * c.head_dim, c.dim, bias=gpt2)
+
+    def forward(self, x, rope, mask, cache):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        if rope is not None:
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        if cache is not None:
+            k, v = cache.update(self.layer, k, v)
+        # mask=None means plain causal attention over everything cached (no padding, no window).
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and T > 1,
+                                           enable_gqa=self.n_heads != self.n_kv_heads)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(c.dim, c.ffn_dim, bias=False)
+        self.up_proj = nn.Linear(c.dim, c.ffn_dim, bias=False)
+        self.down_proj = nn.Linear(c.ffn_dim, c.dim, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class GeluMLP(nn.Module):
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        self.up_proj = nn.Linear(c.dim, c.ffn_dim)
+        self.down_proj = nn.Linear(c.ffn_dim, c.dim)
+
+    def forward(self, x):
+        return self.down_proj(F.gelu(self.up_proj(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    def __init__(self, c: ModelConfig, layer: int):
+        super().__init__()
+        norm = (lambda: RMSNorm(c.dim, c.norm_eps)) if c.family == "llama" else (lambda: nn.LayerNorm(c.dim, c.norm_eps))
+        self.attn_norm, self.attn = norm(), Attention(c, layer)
+        self.mlp_norm, self.mlp = norm(), (SwiGLU(c) if c.family == "llama" else GeluMLP(c))
+
+    def forward(self, x, rope, mask, cache):
+        x = x + self.attn(self.attn_norm(x), rope, mask, cache)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        self.config = c
+        self.embed = nn.Embedding(c.vocab_size, c.dim)
+        if c.family == "gpt2":
+            self.pos_embed, self.rotary = nn.Embedding(c.max_seq_len, c.dim), None
+            self.norm = nn.LayerNorm(c.dim, c.norm_eps)
+        else:
+            self.pos_embed, self.rotary = None, Rotary(c.head_dim, c.rope_theta, c.rope_scaling, c.max_seq_len)
+            self.norm = RMSNorm(c.dim, c.norm_eps)
+        self.layers = nn.ModuleList(Block(c, i) for i in range(c.n_layers))
+        self.lm_head = nn.Linear(c.dim, c.vocab_size, bias=False)
+        if c.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+
+    def init_weights(self, std: float = 0.02) -> None:
+        """Fresh weights for pretraining: N(0, std), residual projections scaled by depth (GPT-2)."""
+        for name, p in self.named_parameters():
+            if name.endswith("bias"):
+                nn.init.zeros_(p)
+            elif "norm" in name:
+                nn.init.ones_(p)
+            else:
+                scale = 1 / math.sqrt(2 * self.config.n_layers) if name.endswith(("o_proj.weight", "down_proj.weight")) else 1
+                nn.init.normal_(p, 0.0, std * scale)
+
+    def hidden_states(self, idx, positions=None, key_mask=None, cache=None):
+        """Final normalised hidden states [B, T, dim].
+
+        idx: token ids [B, T]. positions: [B, T] (default: continue from the cache length).
+        key_mask: [B, S] bool, True for real tokens, S = cached + T; needed for padded batches.
+        """
+        B, T = idx.shape
+        start = cache.length if cache is not None else 0
+        if positions is None:
+            positions = torch.arange(start, start + T, device=idx.device).expand(B, T)
+        x = self.embed(idx)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed(positions)
+            rope = None
+        else:
+            rope = self.rotary(positions, x.dtype)
+        mask = self._mask(key_mask, start, T, idx.device)
+        for block in self.layers:
+            x = block(x, rope, mask, cache)
+        if cache is not None:
+            cache.advance(T)
+        return self.norm(x)
+
+    def forward(self, idx, positions=None, key_mask=None, cache=None, last_only: bool = False):
+        """Logits [B, T, vocab] (or [B, 1, vocab] with last_only, which saves the big matmul)."""
+        h = self.hidden_states(idx, positions, key_mask, cache)
+        return self.lm_head(h[:, -1:] if last_only else h)
+
+    def _mask(self, key_mask, start: int, T: int, device):
+        """Boolean [B, 1, T, S] attention mask, or None when plain causal attention suffices."""
+        window = self.config.sliding_window
+        S = start + T
+        if key_mask is None and (window is None or S <= window) and (start == 0 or T == 1):
+            return None
+        q_pos = torch.arange(start, S, device=device)[:, None]
+        k_pos = torch.arange(S, device=device)[None, :]
+        allowed = k_pos <= q_pos
+        if window is not None:
+            allowed = allowed & (q_pos - k_pos < window)
+        allowed = allowed[None, None]
+        if key_mask is not None:
+            # A query always sees itself, so rows of left-padding never become all -inf (NaN).
+            allowed = allowed & (key_mask[:, None, None, :S].bool() | (k_pos == q_pos))
+        return allowed

@@ -1,0 +1,26 @@
+"""Results as terminal tables (rich), the one way lmlab prints rows of numbers."""
+
+from __future__ import annotations
+
+
+def print_table(rows: list[dict], title: str | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    for c in columns:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*(_fmt(r.get(c, "")) for c in columns))
+    Console().print(table)
+
+
+def print_kv(info: dict, title: str | None = None) -> None:
+    print_table([{"key": k, "value": v} for k, v in info.items()], title)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
