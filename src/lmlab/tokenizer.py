@@ -149,6 +149,7 @@ def _read_json(path: Path) -> dict:
 def _compile(source: str):
     """A Jinja environment configured like transformers' chat-template renderer."""
     import jinja2
+    import jinja2.ext
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     def raise_exception(message):

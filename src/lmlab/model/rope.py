@@ -44,7 +44,13 @@ def inv_frequencies(head_dim: int, theta: float, scaling: dict | None,
         ramp = ((torch.arange(head_dim // 2, dtype=torch.float32) - lo) / max(hi - lo, 1e-3)).clamp(0, 1)
         keep = 1 - ramp
         inv = base / factor * (1 - keep) + base * keep
-        attn = scaling.get("attention_factor") or (0.1 * math.log(factor) + 1.0 if factor > 1 else 1.0)
+        def mscale(scale=1.0):
+            return 0.1 * scale * math.log(factor) + 1.0 if factor > 1 else 1.0
+
+        attn = scaling.get("attention_factor")
+        if attn is None:
+            m, m_all = scaling.get("mscale"), scaling.get("mscale_all_dim")
+            attn = mscale(m) / mscale(m_all) if m and m_all else mscale()
         return inv, float(attn)
     raise LmlabError(f"unsupported rope_scaling type {kind!r}; supported: default, linear, llama3, yarn")
 

@@ -38,11 +38,10 @@ class Attention(nn.Module):
     def __init__(self, c: ModelConfig, layer: int):
         super().__init__()
         self.layer, self.n_heads, self.n_kv_heads, self.head_dim = layer, c.n_heads, c.n_kv_heads, c.head_dim
-        gpt2 = c.family == "gpt2"
-        self.q_proj = nn.Linear(c.dim, c.n_heads * c.head_dim, bias=c.qkv_bias or gpt2)
-        self.k_proj = nn.Linear(c.dim, c.n_kv_heads * c.head_dim, bias=c.qkv_bias or gpt2)
-        self.v_proj = nn.Linear(c.dim, c.n_kv_heads * c.head_dim, bias=c.qkv_bias or gpt2)
-        self.o_proj = nn.Linear(c.n_heads * c.head_dim, c.dim, bias=gpt2)
+        self.q_proj = nn.Linear(c.dim, c.n_heads * c.head_dim, bias=c.qkv_bias)
+        self.k_proj = nn.Linear(c.dim, c.n_kv_heads * c.head_dim, bias=c.qkv_bias)
+        self.v_proj = nn.Linear(c.dim, c.n_kv_heads * c.head_dim, bias=c.qkv_bias)
+        self.o_proj = nn.Linear(c.n_heads * c.head_dim, c.dim, bias=c.o_bias)
 
     def forward(self, x, rope, mask, cache):
         B, T, _ = x.shape
@@ -59,25 +58,34 @@ class Attention(nn.Module):
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
 
 
-class SwiGLU(nn.Module):
+ACT = {"silu": F.silu, "gelu": F.gelu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh")}
+
+
+class GatedMLP(nn.Module):
+    """Llama's SwiGLU: down(act(gate(x)) * up(x))."""
+
     def __init__(self, c: ModelConfig):
         super().__init__()
-        self.gate_proj = nn.Linear(c.dim, c.ffn_dim, bias=False)
-        self.up_proj = nn.Linear(c.dim, c.ffn_dim, bias=False)
-        self.down_proj = nn.Linear(c.ffn_dim, c.dim, bias=False)
+        self.act = ACT[c.hidden_act]
+        self.gate_proj = nn.Linear(c.dim, c.ffn_dim, bias=c.mlp_bias)
+        self.up_proj = nn.Linear(c.dim, c.ffn_dim, bias=c.mlp_bias)
+        self.down_proj = nn.Linear(c.ffn_dim, c.dim, bias=c.mlp_bias)
 
     def forward(self, x):
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
 
 
-class GeluMLP(nn.Module):
+class MLP(nn.Module):
+    """GPT-2's: down(act(up(x)))."""
+
     def __init__(self, c: ModelConfig):
         super().__init__()
-        self.up_proj = nn.Linear(c.dim, c.ffn_dim)
-        self.down_proj = nn.Linear(c.ffn_dim, c.dim)
+        self.act = ACT[c.hidden_act]
+        self.up_proj = nn.Linear(c.dim, c.ffn_dim, bias=c.mlp_bias)
+        self.down_proj = nn.Linear(c.ffn_dim, c.dim, bias=c.mlp_bias)
 
     def forward(self, x):
-        return self.down_proj(F.gelu(self.up_proj(x), approximate="tanh"))
+        return self.down_proj(self.act(self.up_proj(x)))
 
 
 class Block(nn.Module):
@@ -85,7 +93,7 @@ class Block(nn.Module):
         super().__init__()
         norm = (lambda: RMSNorm(c.dim, c.norm_eps)) if c.family == "llama" else (lambda: nn.LayerNorm(c.dim, c.norm_eps))
         self.attn_norm, self.attn = norm(), Attention(c, layer)
-        self.mlp_norm, self.mlp = norm(), (SwiGLU(c) if c.family == "llama" else GeluMLP(c))
+        self.mlp_norm, self.mlp = norm(), (GatedMLP(c) if c.family == "llama" else MLP(c))
 
     def forward(self, x, rope, mask, cache):
         x = x + self.attn(self.attn_norm(x), rope, mask, cache)
@@ -135,9 +143,11 @@ class Transformer(nn.Module):
             rope = None
         else:
             rope = self.rotary(positions, x.dtype)
-        mask = self._mask(key_mask, start, T, idx.device)
-        for block in self.layers:
-            x = block(x, rope, mask, cache)
+        c = self.config
+        windows = [c.sliding_window if c.windowed(i) else None for i in range(c.n_layers)]
+        masks = {w: self._mask(key_mask, start, T, idx.device, w) for w in set(windows)}
+        for block, window in zip(self.layers, windows):
+            x = block(x, rope, masks[window], cache)
         if cache is not None:
             cache.advance(T)
         return self.norm(x)
@@ -147,9 +157,9 @@ class Transformer(nn.Module):
         h = self.hidden_states(idx, positions, key_mask, cache)
         return self.lm_head(h[:, -1:] if last_only else h)
 
-    def _mask(self, key_mask, start: int, T: int, device):
+    @staticmethod
+    def _mask(key_mask, start: int, T: int, device, window: int | None):
         """Boolean [B, 1, T, S] attention mask, or None when plain causal attention suffices."""
-        window = self.config.sliding_window
         S = start + T
         if key_mask is None and (window is None or S <= window) and (start == 0 or T == 1):
             return None

@@ -34,6 +34,7 @@ def save_hf_folder(
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a model folder is an ordinary folder
     try:
         _write_json(tmp / "config.json", config)
         if generation_config:
