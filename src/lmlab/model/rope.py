@@ -15,8 +15,12 @@ from lmlab.errors import LmlabError
 
 def inv_frequencies(head_dim: int, theta: float, scaling: dict | None,
                     max_seq_len: int) -> tuple[torch.Tensor, float]:
-    """Return (inv_freq [head_dim/2], attention_factor) for a rope_scaling dict (or None)."""
-    base = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    """Return (inv_freq [head_dim/2], attention_factor) for a rope_scaling dict (or None).
+
+    Always computed on the CPU, even inside a `torch.device("meta")` block: the buffer is small and
+    a checkpoint never stores it.
+    """
+    base = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64, device="cpu").float() / head_dim))
     kind = (scaling or {}).get("rope_type", "default")
     if kind == "default":
         return base, 1.0
@@ -41,7 +45,7 @@ def inv_frequencies(head_dim: int, theta: float, scaling: dict | None,
 
         lo = max(math.floor(correction_dim(beta_fast)), 0)
         hi = min(math.ceil(correction_dim(beta_slow)), head_dim - 1)
-        ramp = ((torch.arange(head_dim // 2, dtype=torch.float32) - lo) / max(hi - lo, 1e-3)).clamp(0, 1)
+        ramp = ((torch.arange(head_dim // 2, dtype=torch.float32, device="cpu") - lo) / max(hi - lo, 1e-3)).clamp(0, 1)
         keep = 1 - ramp
         inv = base / factor * (1 - keep) + base * keep
         def mscale(scale=1.0):

@@ -100,13 +100,19 @@ class Block(nn.Module):
         return x + self.mlp(self.mlp_norm(x))
 
 
+def _embedding(n: int, dim: int) -> nn.Embedding:
+    # Passing the weight skips Embedding's own normal_ init, which on the meta device (used when
+    # loading a checkpoint) costs over a second of one-off setup; init_weights does it instead.
+    return nn.Embedding(n, dim, _weight=torch.empty(n, dim))
+
+
 class Transformer(nn.Module):
     def __init__(self, c: ModelConfig):
         super().__init__()
         self.config = c
-        self.embed = nn.Embedding(c.vocab_size, c.dim)
+        self.embed = _embedding(c.vocab_size, c.dim)
         if c.family == "gpt2":
-            self.pos_embed, self.rotary = nn.Embedding(c.max_seq_len, c.dim), None
+            self.pos_embed, self.rotary = _embedding(c.max_seq_len, c.dim), None
             self.norm = nn.LayerNorm(c.dim, c.norm_eps)
         else:
             self.pos_embed, self.rotary = None, Rotary(c.head_dim, c.rope_theta, c.rope_scaling, c.max_seq_len)
@@ -115,6 +121,8 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(c.dim, c.vocab_size, bias=False)
         if c.tie_embeddings:
             self.lm_head.weight = self.embed.weight
+        if self.embed.weight.device.type != "meta":
+            self.init_weights()
 
     def init_weights(self, std: float = 0.02) -> None:
         """Fresh weights for pretraining: N(0, std), residual projections scaled by depth (GPT-2)."""

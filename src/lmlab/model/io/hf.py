@@ -148,8 +148,6 @@ def load_model(folder: str | Path, dtype: torch.dtype = torch.float32) -> Transf
     model.load_state_dict(state, strict=False, assign=True)
     if config.tie_embeddings:
         model.lm_head.weight = model.embed.weight
-    if model.rotary is not None:  # buffers are not in the checkpoint; rebuild them off the meta device
-        model.rotary = type(model.rotary)(config.head_dim, config.rope_theta, config.rope_scaling, config.max_seq_len)
     return model.eval()
 
 
