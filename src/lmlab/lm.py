@@ -10,8 +10,8 @@ from typing import Callable
 
 import torch
 
-from lmlab.engine.generate import generate
-from lmlab.engine.sampling import SamplingParams
+from lmlab.engine.engine import Engine
+from lmlab.engine.params import SamplingParams
 from lmlab.errors import LmlabError
 from lmlab.model.io.hf import load_model
 from lmlab.model.io.resolve import resolve
@@ -39,6 +39,7 @@ class LM:
         self.model, self.tokenizer, self.folder = model, tokenizer, folder
         self.config = model.config
         self.stop_token_ids = self._stop_ids()
+        self.engine = Engine(model, tokenizer, self.stop_token_ids)
 
     @classmethod
     def load(cls, spec: str | None = None, dtype: str = "float32") -> "LM":
@@ -74,21 +75,17 @@ class LM:
         return self.tokenizer.encode_chat(messages)
 
     def generate(self, prompt: str | list[dict], *, system: str | None = None, raw: bool = False,
-                 max_new_tokens: int = 256, temperature: float = 0.7, top_k: int = 0, top_p: float = 1.0,
-                 seed: int | None = None, stream: Callable[[str], None] | None = None) -> Completion:
-        """Answer one prompt. `stream(text_piece)` receives the text as it is produced."""
+                 max_new_tokens: int = 256, temperature: float = 0.7,
+                 stream: Callable[[str], None] | None = None, **params) -> Completion:
+        """Answer one prompt. `stream(text_piece)` receives the text as it is produced; other
+        keywords are SamplingParams (top_k, top_p, min_p, seed, stop, repetition_penalty, ...)."""
         ids = self.prompt_ids(prompt, system, raw)
-        params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                                top_p=top_p, seed=seed, stop_token_ids=self.stop_token_ids)
-        decoder = self.tokenizer.stream()
-        on_token = (lambda _row, t: stream(decoder.push(t))) if stream else None
+        sp = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, **params)
+        on_delta = (lambda d: d.text and stream(d.text)) if stream else None
         t0 = time.perf_counter()
-        g = generate(self.model, [ids], params, on_token)[0]
+        out = self.engine.complete(ids, sp, on_delta).outputs[0]
         seconds = time.perf_counter() - t0
-        if stream:
-            stream(decoder.flush())
-        return Completion(self.tokenizer.decode(g.token_ids), g.token_ids, g.finish_reason,
-                          g.prompt_tokens, len(g.token_ids), seconds)
+        return Completion(out.text, out.token_ids, out.finish_reason, len(ids), len(out.token_ids), seconds)
 
 
 def load(spec: str | None = None, dtype: str = "float32") -> LM:

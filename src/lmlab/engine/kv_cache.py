@@ -1,6 +1,10 @@
-"""A preallocated key/value cache: one buffer per layer, filled left to right.
+"""Key/value caches. A cache gives the model three things: `length`, `update(layer, k, v)` and
+`mask(T, key_mask, window)`, so the model never needs to know how rows are laid out.
 
-Preallocation avoids a torch.cat per layer per token, which dominates small-model decoding.
+- KVCache: every row has the same length (a left-padded batch, beam search).
+- SlotCache: each row ("slot") has its own length, so sequences can join and leave a running
+  batch between steps (continuous batching). Buffers are preallocated and grown rarely:
+  a torch.cat per layer per token would dominate small-model decoding.
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from lmlab.model.config import ModelConfig
+from lmlab.model.transformer import causal_mask
 
 
 class KVCache:
@@ -28,6 +33,9 @@ class KVCache:
         self.v[layer][:, :, self.length:end] = v
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
+    def mask(self, T: int, key_mask, window: int | None, device):
+        return causal_mask(key_mask, self.length, T, window, device)
+
     def advance(self, n: int) -> None:
         self.length += n
 
@@ -35,3 +43,87 @@ class KVCache:
         """Keep/duplicate batch rows (beam search, n samples per prompt)."""
         self.k = [t.index_select(0, index) for t in self.k]
         self.v = [t.index_select(0, index) for t in self.v]
+
+
+class SlotCache:
+    """Rows 0..active-1 are in use; row i holds lengths[i] tokens at positions 0..lengths[i]-1.
+
+    Prefill goes through `slot(i)`, a KVCache-like view on one row. A batched decode step then
+    feeds one token per active row; each row writes at its own position and attends to its own
+    keys only.
+    """
+
+    def __init__(self, config: ModelConfig, dtype: torch.dtype = torch.float32,
+                 device: str | torch.device = "cpu", slots: int = 1, max_len: int = 256):
+        self.config, self.dtype, self.device = config, dtype, device
+        self.k: list[torch.Tensor] = []
+        self.v: list[torch.Tensor] = []
+        self.lengths: list[int] = []
+        self.active = 0
+        self._allocate(slots, max_len)
+
+    # ---- capacity ----
+
+    def _allocate(self, slots: int, max_len: int) -> None:
+        c = self.config
+        shape = (slots, c.n_kv_heads, max_len, c.head_dim)
+        new_k = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(c.n_layers)]
+        new_v = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(c.n_layers)]
+        if self.k:  # grow: keep what is stored
+            s, L = self.k[0].shape[0], self.k[0].shape[2]
+            for old, new in zip(self.k + self.v, new_k + new_v):
+                new[:s, :, :L] = old
+        self.k, self.v = new_k, new_v
+        self.lengths += [0] * (slots - len(self.lengths))
+
+    def reserve(self, slots: int, max_len: int) -> None:
+        """Make room for `slots` rows of `max_len` tokens (grows geometrically, never shrinks)."""
+        have_slots, have_len = self.k[0].shape[0], self.k[0].shape[2]
+        if slots > have_slots or max_len > have_len:
+            self._allocate(max(slots, have_slots), max(max_len, have_len, 2 * have_len if max_len > have_len else 0))
+
+    # ---- slots ----
+
+    def slot(self, i: int) -> KVCache:
+        """A one-row view sharing this cache's storage (for prefill), starting empty."""
+        view = KVCache.__new__(KVCache)
+        view.k = [t[i:i + 1] for t in self.k]
+        view.v = [t[i:i + 1] for t in self.v]
+        view.max_len, view.length = self.k[0].shape[2], 0
+        return view
+
+    def copy(self, src: int, dst: int) -> None:
+        n = self.lengths[src]
+        for t in self.k + self.v:
+            t[dst, :, :n] = t[src, :, :n]
+        self.lengths[dst] = n
+
+    # ---- the model's interface, for a decode step over rows 0..active-1 ----
+
+    @property
+    def length(self) -> int:
+        return max(self.lengths[:self.active], default=0)
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        n = k.shape[0]
+        rows = torch.arange(n, device=k.device)
+        pos = torch.tensor(self.lengths[:n], device=k.device)
+        self.k[layer][rows, :, pos] = k[:, :, 0]
+        self.v[layer][rows, :, pos] = v[:, :, 0]
+        end = max(self.lengths[:n]) + 1
+        return self.k[layer][:n, :, :end], self.v[layer][:n, :, :end]
+
+    def mask(self, T: int, key_mask, window: int | None, device):
+        assert T == 1, "a SlotCache decodes one token per row; prefill goes through slot(i)"
+        lengths = torch.tensor(self.lengths[:self.active], device=device)[:, None]
+        k_pos = torch.arange(int(lengths.max()) + 1, device=device)[None, :]
+        if window is None and all(n == self.lengths[0] for n in self.lengths[:self.active]):
+            return None  # equal lengths: every row attends to everything cached
+        allowed = k_pos <= lengths
+        if window is not None:
+            allowed = allowed & (lengths - k_pos < window)
+        return allowed[:, None, None, :]
+
+    def advance(self, n: int) -> None:
+        for i in range(self.active):
+            self.lengths[i] += n

@@ -5,8 +5,8 @@ Two families share one Block:
 - "gpt2": LayerNorm, learned positions, multi-head attention with biases, GELU MLP.
 
 Attention runs through torch's scaled_dot_product_attention. A KV cache is any object with
-`length` (tokens already cached) and `update(layer, k, v) -> (k_all, v_all)`; see
-`lmlab.engine.kv_cache`.
+`length` (tokens already cached), `update(layer, k, v) -> (k_all, v_all)`, `mask(T, key_mask,
+window, device)` and `advance(T)`; see `lmlab.engine.kv_cache`.
 """
 
 from __future__ import annotations
@@ -153,7 +153,8 @@ class Transformer(nn.Module):
             rope = self.rotary(positions, x.dtype)
         c = self.config
         windows = [c.sliding_window if c.windowed(i) else None for i in range(c.n_layers)]
-        masks = {w: self._mask(key_mask, start, T, idx.device, w) for w in set(windows)}
+        masks = {w: cache.mask(T, key_mask, w, idx.device) if cache is not None
+                 else causal_mask(key_mask, 0, T, w, idx.device) for w in set(windows)}
         for block, window in zip(self.layers, windows):
             x = block(x, rope, masks[window], cache)
         if cache is not None:
@@ -165,19 +166,20 @@ class Transformer(nn.Module):
         h = self.hidden_states(idx, positions, key_mask, cache)
         return self.lm_head(h[:, -1:] if last_only else h)
 
-    @staticmethod
-    def _mask(key_mask, start: int, T: int, device, window: int | None):
-        """Boolean [B, 1, T, S] attention mask, or None when plain causal attention suffices."""
-        S = start + T
-        if key_mask is None and (window is None or S <= window) and (start == 0 or T == 1):
-            return None
-        q_pos = torch.arange(start, S, device=device)[:, None]
-        k_pos = torch.arange(S, device=device)[None, :]
-        allowed = k_pos <= q_pos
-        if window is not None:
-            allowed = allowed & (q_pos - k_pos < window)
-        allowed = allowed[None, None]
-        if key_mask is not None:
-            # A query always sees itself, so rows of left-padding never become all -inf (NaN).
-            allowed = allowed & (key_mask[:, None, None, :S].bool() | (k_pos == q_pos))
-        return allowed
+
+def causal_mask(key_mask, start: int, T: int, window: int | None, device):
+    """Boolean [B, 1, T, S] mask for T queries after `start` cached tokens (the same for every
+    row), or None when plain causal attention suffices. `key_mask` [B, S] marks real tokens."""
+    S = start + T
+    if key_mask is None and (window is None or S <= window) and (start == 0 or T == 1):
+        return None
+    q_pos = torch.arange(start, S, device=device)[:, None]
+    k_pos = torch.arange(S, device=device)[None, :]
+    allowed = k_pos <= q_pos
+    if window is not None:
+        allowed = allowed & (q_pos - k_pos < window)
+    allowed = allowed[None, None]
+    if key_mask is not None:
+        # A query always sees itself, so rows of left-padding never become all -inf (NaN).
+        allowed = allowed & (key_mask[:, None, None, :S].bool() | (k_pos == q_pos))
+    return allowed

@@ -1,0 +1,307 @@
+"""The Engine: every forward pass that produces tokens or log-probs goes through here.
+
+Continuous batching: requests wait in a queue; each `step()` admits what fits (one prefill per
+request, its samples share the prompt's cache by copy), then runs one batched decode step for
+every running sequence. Finished sequences leave between steps and their slot is reused, so a
+server can add and cancel requests at any time.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from lmlab.engine import processors
+from lmlab.engine.kv_cache import SlotCache
+from lmlab.engine.params import SamplingParams
+from lmlab.engine.stop import StopChecker
+from lmlab.errors import LmlabError
+
+
+@dataclass
+class Completion:
+    index: int
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    cumulative_logprob: float = 0.0
+    logprobs: list[dict[int, float]] | None = None  # per token: {id: logprob}, chosen id included
+    finish_reason: str | None = None  # "stop" | "length" | "abort"
+    stop_reason: str | int | None = None  # the stop string or stop token that ended it
+
+
+@dataclass
+class RequestOutput:
+    request_id: str
+    prompt_token_ids: list[int]
+    outputs: list[Completion]
+    prompt_logprobs: list[dict[int, float] | None] | None = None
+    finished: bool = False
+
+
+@dataclass
+class Delta:
+    """What one step added to one sequence, for streaming."""
+    request_id: str
+    index: int
+    token_id: int | None
+    text: str
+    logprobs: dict[int, float] | None
+    finish_reason: str | None
+
+
+class _Sequence:
+    def __init__(self, request: "_Request", index: int, generator, tokenizer, eos: set[int]):
+        p = request.params
+        self.request, self.params, self.index = request, p, index
+        self.generator = generator
+        self.out = Completion(index, logprobs=[] if p.logprobs is not None else None)
+        self.stop = StopChecker(tokenizer, p.stop, p.include_stop_str_in_output)
+        self.stop_ids = set(p.stop_token_ids) | (set() if p.ignore_eos else eos)
+        self.counts = None  # output token counts [V], only when presence/frequency penalties are on
+        self.seen = torch.tensor(request.prompt, dtype=torch.long)
+        self.slot = -1
+        self.last_token: int | None = None
+
+
+class _Request:
+    def __init__(self, request_id: str, prompt: list[int], params: SamplingParams, on_delta, scorer):
+        self.id, self.prompt, self.params, self.on_delta, self.scorer = request_id, prompt, params, on_delta, scorer
+        self.seqs: list[_Sequence] = []
+        self.prompt_logprobs = None
+        self.aborted = False
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.seqs) and all(s.out.finish_reason for s in self.seqs)
+
+
+class Engine:
+    def __init__(self, model, tokenizer, eos_token_ids: list[int] | None = None, max_batch: int = 32):
+        self.model, self.tokenizer = model, tokenizer
+        self.config = model.config
+        self.eos = set(eos_token_ids or [])
+        self.max_batch = max_batch
+        p = next(model.parameters())
+        self.device, self.dtype = p.device, p.dtype
+        self.cache = SlotCache(self.config, self.dtype, self.device)
+        self.waiting: deque[_Request] = deque()
+        self.running: list[_Sequence] = []  # running[i] lives in cache slot i
+        self.requests: dict[str, _Request] = {}
+        self._ids = itertools.count()
+
+    # ---- public API -------------------------------------------------------------------------
+
+    def add_request(self, prompt: list[int], params: SamplingParams, request_id: str | None = None,
+                    on_delta: Callable[[Delta], None] | None = None,
+                    scorer: Callable[[list[int], Completion], float] | None = None) -> str:
+        """Queue a prompt (token ids). `on_delta` streams each new piece; `scorer` ranks best_of samples."""
+        ctx = self.config.max_seq_len
+        if not prompt:
+            raise LmlabError("empty prompt: nothing to continue")
+        if len(prompt) >= ctx:
+            raise LmlabError(f"prompt has {len(prompt)} tokens; the model's context is {ctx} tokens")
+        if params.samples > self.max_batch:
+            raise LmlabError(f"n/best_of = {params.samples} exceeds the engine's batch of {self.max_batch}")
+        request_id = request_id or f"req-{next(self._ids)}"
+        if request_id in self.requests:
+            raise LmlabError(f"duplicate request id {request_id!r}")
+        req = _Request(request_id, list(prompt), params, on_delta, scorer)
+        self.requests[request_id] = req
+        self.waiting.append(req)
+        return request_id
+
+    def abort(self, request_id: str) -> None:
+        """Cancel a request: its slots are freed before the next step."""
+        req = self.requests.get(request_id)
+        if req is not None:
+            req.aborted = True
+
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    @torch.inference_mode()
+    def step(self) -> list[RequestOutput]:
+        """Admit what fits, decode one token for every running sequence; return finished requests."""
+        self._reap_aborted()
+        while self.waiting and len(self.running) + self.waiting[0].params.samples <= self.max_batch:
+            self._prefill(self.waiting.popleft())
+            self._compact()  # a sample may have stopped on its first token
+        if self.running:
+            self._decode()
+        self._compact()
+        return self._collect()
+
+    def complete(self, prompt: list[int], params: SamplingParams,
+                 on_delta: Callable[[Delta], None] | None = None) -> RequestOutput:
+        """Run one request to the end (other queued work advances too); Ctrl-C cancels it."""
+        rid = self.add_request(prompt, params, on_delta=on_delta)
+        try:
+            while True:
+                for out in self.step():
+                    if out.request_id == rid:
+                        return out
+        except BaseException:
+            self.abort(rid)
+            self.step()
+            raise
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams],
+                 scorer=None, progress: bool = False) -> list[RequestOutput]:
+        """Run prompts to completion (offline batch); outputs in prompt order."""
+        params = params if isinstance(params, list) else [params] * len(prompts)
+        ids = [self.add_request(p, sp, scorer=scorer) for p, sp in zip(prompts, params)]
+        done: dict[str, RequestOutput] = {}
+        bar = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=len(ids), desc="generate", unit="req")
+        while self.has_unfinished():
+            for out in self.step():
+                done[out.request_id] = out
+                if bar:
+                    bar.update(1)
+        if bar:
+            bar.close()
+        return [done[i] for i in ids]
+
+    # ---- scheduling -------------------------------------------------------------------------
+
+    def _prefill(self, req: _Request) -> None:
+        p = req.params
+        n = p.samples
+        first = len(self.running)
+        self.cache.reserve(first + n, len(req.prompt) + p.max_tokens)
+        self.cache.active = first + n
+        ids = torch.tensor([req.prompt], device=self.device)
+        view = self.cache.slot(first)
+        logits = self.model(ids, cache=view, last_only=p.prompt_logprobs is None)[0].float()
+        self.cache.lengths[first] = len(req.prompt)
+        if p.prompt_logprobs is not None:
+            req.prompt_logprobs = [None] + _top_logprobs(logits[:-1].log_softmax(-1), req.prompt[1:],
+                                                          p.prompt_logprobs)
+        for i in range(n):
+            gen = None
+            if p.seed is not None:
+                gen = torch.Generator(device=self.device).manual_seed(p.seed + 1_000_003 * i)
+            seq = _Sequence(req, i, gen, self.tokenizer, self.eos)
+            seq.slot = first + i
+            if i:
+                self.cache.copy(first, first + i)
+            req.seqs.append(seq)
+            self.running.append(seq)
+        self._advance(req.seqs, logits[-1:].expand(n, -1))
+
+    def _decode(self) -> None:
+        seqs = self.running
+        self.cache.active = len(seqs)
+        tokens = torch.tensor([[s.last_token] for s in seqs], device=self.device)
+        positions = torch.tensor([[self.cache.lengths[i]] for i in range(len(seqs))], device=self.device)
+        logits = self.model(tokens, positions, cache=self.cache)[:, -1].float()
+        self._advance(seqs, logits)
+
+    def _advance(self, seqs: list[_Sequence], logits: torch.Tensor) -> None:
+        """Process logits, choose one token per sequence, apply stop rules, stream."""
+        params = [s.params for s in seqs]
+        logprobs = logits.log_softmax(-1)
+        logits = self._processed(seqs, params, logits)
+        tokens = processors.sample(logits, params, [s.generator for s in seqs]).tolist()
+        for row, (seq, t) in enumerate(zip(seqs, tokens)):
+            out, p = seq.out, seq.params
+            lp = float(logprobs[row, t])
+            out.cumulative_logprob += lp
+            if t in seq.stop_ids:
+                self._finish(seq, "stop", t, None, None)
+                continue
+            out.token_ids.append(t)
+            seq.last_token = t
+            seq.seen = torch.cat([seq.seen, torch.tensor([t])]) if p.repetition_penalty != 1 else seq.seen
+            if seq.counts is not None:
+                seq.counts[t] += 1
+            top = _top_logprobs(logprobs[row:row + 1], [t], p.logprobs)[0] if p.logprobs is not None else None
+            if top is not None:
+                out.logprobs.append(top)
+            text, stopped = seq.stop.push(t)
+            reason = "stop" if stopped is not None else None
+            if reason is None and (len(out.token_ids) >= p.max_tokens
+                                   or self.cache.lengths[seq.slot] + 1 >= self.config.max_seq_len):
+                reason, text = "length", text + seq.stop.flush()
+            out.text += text
+            if reason:
+                self._finish(seq, reason, stopped, t, top, text)
+            elif seq.request.on_delta is not None:
+                seq.request.on_delta(Delta(seq.request.id, seq.index, t, text, top, None))
+
+    def _processed(self, seqs, params, logits):
+        if all(p.greedy and p.repetition_penalty == 1 and not (p.presence_penalty or p.frequency_penalty)
+               and not p.logit_bias and not p.min_tokens for p in params):
+            return logits  # plain greedy: nothing changes the argmax
+        for row, s in enumerate(seqs):
+            if len(s.out.token_ids) < s.params.min_tokens and s.stop_ids:
+                logits[row, list(s.stop_ids)] = float("-inf")
+            if s.counts is None and (s.params.presence_penalty or s.params.frequency_penalty):
+                s.counts = torch.zeros(logits.shape[-1], device=logits.device)
+                for t in s.out.token_ids:
+                    s.counts[t] += 1
+        logits = processors.penalise(logits, params, [s.seen for s in seqs], [s.counts for s in seqs])
+        logits = processors.bias(logits, params)
+        return processors.warp(logits, params)
+
+    def _finish(self, seq: _Sequence, reason: str, stop_reason, token, top, text: str = "") -> None:
+        seq.out.finish_reason, seq.out.stop_reason = reason, stop_reason
+        if seq.request.on_delta is not None:
+            seq.request.on_delta(Delta(seq.request.id, seq.index, token, text, top, reason))
+
+    def _reap_aborted(self) -> None:
+        for req in list(self.waiting):
+            if req.aborted:
+                self.waiting.remove(req)
+                req.seqs = [_Sequence(req, 0, None, self.tokenizer, self.eos)]
+                req.seqs[0].out.finish_reason = "abort"
+        for seq in self.running:
+            if seq.request.aborted and not seq.out.finish_reason:
+                self._finish(seq, "abort", None, None, None)
+
+    def _compact(self) -> None:
+        """Free finished sequences' slots, keeping the running rows 0..n-1 dense."""
+        keep = [s for s in self.running if not s.out.finish_reason]
+        for new_slot, seq in enumerate(keep):
+            if seq.slot != new_slot:
+                self.cache.copy(seq.slot, new_slot)
+                seq.slot = new_slot
+        self.running = keep
+        self.cache.active = len(keep)
+        for i in range(len(keep), len(self.cache.lengths)):
+            self.cache.lengths[i] = 0
+
+    def _collect(self) -> list[RequestOutput]:
+        finished = [r for r in self.requests.values() if r.finished]
+        for r in finished:
+            del self.requests[r.id]
+        return [self._output(r) for r in finished]
+
+    def _output(self, req: _Request) -> RequestOutput:
+        outs = [s.out for s in req.seqs]
+        p = req.params
+        if p.best_of and p.best_of > p.n:
+            key = (lambda c: req.scorer(req.prompt, c)) if req.scorer else (lambda c: c.cumulative_logprob)
+            outs = sorted(outs, key=key, reverse=True)[:p.n]
+            for i, c in enumerate(outs):
+                c.index = i
+        return RequestOutput(req.id, req.prompt, outs, req.prompt_logprobs, finished=True)
+
+
+def _top_logprobs(logprobs: torch.Tensor, chosen: list[int], k: int) -> list[dict[int, float]]:
+    """Per row: the top-k {id: logprob}, plus the chosen id (always present)."""
+    out = []
+    top = logprobs.topk(k, dim=-1) if k else None
+    for row, t in enumerate(chosen):
+        d = {t: float(logprobs[row, t])}
+        if top is not None:
+            for v, i in zip(top.values[row].tolist(), top.indices[row].tolist()):
+                d.setdefault(i, v)
+        out.append(d)
+    return out
