@@ -29,25 +29,24 @@ class RMSNorm(nn.Module):
 
     def forward(self, x):
         # Normalise in fp32 whatever the activation dtype, as the reference implementations do.
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(x.dtype)
+        return self.weight * F.rms_norm(x.float(), x.shape[-1:], eps=self.eps).to(x.dtype)
 
 
 class Attention(nn.Module):
     def __init__(self, c: ModelConfig, layer: int):
         super().__init__()
         self.layer, self.n_heads, self.n_kv_heads, self.head_dim = layer, c.n_heads, c.n_kv_heads, c.head_dim
-        self.q_proj = nn.Linear(c.dim, c.n_heads * c.head_dim, bias=c.qkv_bias)
-        self.k_proj = nn.Linear(c.dim, c.n_kv_heads * c.head_dim, bias=c.qkv_bias)
-        self.v_proj = nn.Linear(c.dim, c.n_kv_heads * c.head_dim, bias=c.qkv_bias)
+        # q, k and v in one matmul (as nanoGPT's c_attn): one weight read, one call per layer.
+        self.sizes = [c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim, c.n_kv_heads * c.head_dim]
+        self.qkv_proj = nn.Linear(c.dim, sum(self.sizes), bias=c.qkv_bias)
         self.o_proj = nn.Linear(c.n_heads * c.head_dim, c.dim, bias=c.o_bias)
 
     def forward(self, x, rope, mask, cache):
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k, v = self.qkv_proj(x).split(self.sizes, dim=-1)
+        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         if cache is not None:
@@ -67,12 +66,12 @@ class GatedMLP(nn.Module):
     def __init__(self, c: ModelConfig):
         super().__init__()
         self.act = ACT[c.hidden_act]
-        self.gate_proj = nn.Linear(c.dim, c.ffn_dim, bias=c.mlp_bias)
-        self.up_proj = nn.Linear(c.dim, c.ffn_dim, bias=c.mlp_bias)
+        self.gate_up_proj = nn.Linear(c.dim, 2 * c.ffn_dim, bias=c.mlp_bias)  # gate and up, fused
         self.down_proj = nn.Linear(c.ffn_dim, c.dim, bias=c.mlp_bias)
 
     def forward(self, x):
-        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(self.act(gate) * up)
 
 
 class MLP(nn.Module):

@@ -110,8 +110,7 @@ def test_gpt2_weights_use_hf_names_and_fused_conv1d_layout(saved):
     tensors = load_file(str(path / "model.safetensors"))
     c_attn = tensors["transformer.h.0.attn.c_attn.weight"]
     assert c_attn.shape == (32, 3 * 32)  # Conv1D: [in, out], q|k|v along out
-    assert torch.equal(c_attn[:, :32], ours.layers[0].attn.q_proj.weight.t())
-    assert torch.equal(c_attn[:, 64:], ours.layers[0].attn.v_proj.weight.t())
+    assert torch.equal(c_attn, ours.layers[0].attn.qkv_proj.weight.t())
 
 
 def test_save_model_records_dtype_and_can_cast(tmp_path):
@@ -296,3 +295,24 @@ def test_qwen2_sliding_window_ignored_unless_enabled():
             "num_attention_heads": 2, "intermediate_size": 8, "sliding_window": 4096}
     assert ModelConfig.from_hf(dict(base, use_sliding_window=False)).sliding_window is None
     assert ModelConfig.from_hf(dict(base, use_sliding_window=True)).sliding_window == 4096
+
+
+def test_llama_q_k_v_and_gate_up_are_fused_in_order_and_split_back(tmp_path):
+    """Our qkv_proj is [q; k; v] and gate_up_proj is [gate; up]; writing splits them again."""
+    transformers = pytest.importorskip("transformers")
+    from lmlab.model.io.hf import hf_to_ours, ours_to_hf, read_config
+
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                                   num_attention_heads=4, num_key_value_heads=2)
+    hf = transformers.LlamaForCausalLM(cfg)
+    hf.save_pretrained(tmp_path)
+    c = read_config(tmp_path)
+    hf_state = {k: v.detach() for k, v in hf.state_dict().items()}
+    ours = hf_to_ours(hf_state, c)
+    a = "model.layers.0.self_attn."
+    assert torch.equal(ours["layers.0.attn.qkv_proj.weight"],
+                       torch.cat([hf_state[a + p + ".weight"] for p in ("q_proj", "k_proj", "v_proj")]))
+    assert torch.equal(ours["layers.0.mlp.gate_up_proj.weight"],
+                       torch.cat([hf_state["model.layers.0.mlp." + p + ".weight"] for p in ("gate_proj", "up_proj")]))
+    back = ours_to_hf(ours, c)
+    assert set(back) == set(hf_state) and all(torch.equal(back[k], hf_state[k]) for k in back)

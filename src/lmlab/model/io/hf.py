@@ -1,7 +1,8 @@
 """HF-format folders: config.json + (sharded) safetensors <-> our Transformer.
 
-Our parameter names are short (`layers.3.attn.q_proj.weight`); this module is the one place that
-knows the HF names. GPT-2 checkpoints store Conv1D weights transposed and q/k/v fused.
+Our parameter names are short (`layers.3.attn.qkv_proj.weight`); this module is the one place that
+knows the HF names. We keep q/k/v and gate/up fused (one matmul each); HF Llama checkpoints keep
+them apart, GPT-2 checkpoints fuse q/k/v but store Conv1D weights transposed.
 """
 
 from __future__ import annotations
@@ -30,17 +31,23 @@ LLAMA_NAMES = [
     ("model.layers.{i}.mlp.", "layers.{i}.mlp."),
     ("lm_head.", "lm_head."),
 ]
-GPT2_NAMES = [  # without the optional "transformer." prefix; c_attn is split separately
+GPT2_NAMES = [  # without the optional "transformer." prefix
     ("wte.", "embed."),
     ("wpe.", "pos_embed."),
     ("ln_f.", "norm."),
     ("h.{i}.ln_1.", "layers.{i}.attn_norm."),
     ("h.{i}.ln_2.", "layers.{i}.mlp_norm."),
+    ("h.{i}.attn.c_attn.", "layers.{i}.attn.qkv_proj."),
     ("h.{i}.attn.c_proj.", "layers.{i}.attn.o_proj."),
     ("h.{i}.mlp.c_fc.", "layers.{i}.mlp.up_proj."),
     ("h.{i}.mlp.c_proj.", "layers.{i}.mlp.down_proj."),
     ("lm_head.", "lm_head."),
 ]
+
+
+# Our fused parameters and the HF parts they concatenate (along the output dimension).
+FUSED = {"attn.qkv_proj": ("attn.q_proj", "attn.k_proj", "attn.v_proj"),
+         "mlp.gate_up_proj": ("mlp.gate_proj", "mlp.up_proj")}
 
 
 def _rename(name: str, table, to_hf: bool = False) -> str | None:
@@ -85,50 +92,38 @@ def read_tensors(folder: str | Path) -> dict[str, torch.Tensor]:
 
 def hf_to_ours(hf: dict[str, torch.Tensor], c: ModelConfig) -> dict[str, torch.Tensor]:
     out = {}
-    if c.family == "llama":
-        for name, t in hf.items():
-            new = _rename(name, LLAMA_NAMES)
-            if new is not None:
-                out[new] = t
-        return out
+    table = LLAMA_NAMES if c.family == "llama" else GPT2_NAMES
     for name, t in hf.items():
-        name = name.removeprefix("transformer.")
-        if m := re.match(r"^h\.(\d+)\.attn\.c_attn\.(weight|bias)$", name):
-            # Conv1D stores [in, out]; q, k, v are consecutive blocks of `out`.
-            q, k, v = (t.t() if m[2] == "weight" else t).chunk(3, dim=0)
-            for proj, part in zip(("q_proj", "k_proj", "v_proj"), (q, k, v)):
-                out[f"layers.{m[1]}.attn.{proj}.{m[2]}"] = part.contiguous()
-            continue
-        new = _rename(name, GPT2_NAMES)
+        new = _rename(name.removeprefix("transformer."), table)
         if new is None:
-            continue  # attn.bias / masked_bias buffers of old checkpoints
-        if new.endswith("proj.weight") and not new.startswith("lm_head"):
-            t = t.t().contiguous()
+            continue  # rotary inv_freq, GPT-2's attn.bias / masked_bias buffers
+        if c.family == "gpt2" and new.endswith("proj.weight") and not new.startswith("lm_head"):
+            t = t.t().contiguous()  # Conv1D stores [in, out]
         out[new] = t
+    for fused, parts in FUSED.items():
+        for name in [n for n in out if f".{parts[0]}." in n]:
+            names = [name.replace(parts[0], p) for p in parts]
+            if all(n in out for n in names):
+                out[name.replace(parts[0], fused)] = torch.cat([out.pop(n) for n in names])
     return out
 
 
 def ours_to_hf(state: dict[str, torch.Tensor], c: ModelConfig) -> dict[str, torch.Tensor]:
     state = {k: v for k, v in state.items() if not (c.tie_embeddings and k == "lm_head.weight")}
-    out = {}
-    if c.family == "llama":
-        for name, t in state.items():
-            out[_rename(name, LLAMA_NAMES, to_hf=True)] = t
-        return out
+    if c.family == "gpt2":
+        return {("" if n.startswith("lm_head") else "transformer.") + _rename(n, GPT2_NAMES, to_hf=True):
+                t.t() if n.endswith("proj.weight") else t for n, t in state.items()}
+    sizes = {"attn.qkv_proj": [c.n_heads * c.head_dim] + [c.n_kv_heads * c.head_dim] * 2,
+             "mlp.gate_up_proj": [c.ffn_dim, c.ffn_dim]}
+    split = {}
     for name, t in state.items():
-        if m := re.match(r"^layers\.(\d+)\.attn\.q_proj\.(weight|bias)$", name):
-            i, kind = m[1], m[2]
-            parts = [state[f"layers.{i}.attn.{p}.{kind}"] for p in ("q_proj", "k_proj", "v_proj")]
-            fused = torch.cat(parts, dim=0)
-            out[f"transformer.h.{i}.attn.c_attn.{kind}"] = fused.t() if kind == "weight" else fused
+        fused = next((f for f in FUSED if f".{f}." in name), None)
+        if fused is None:
+            split[name] = t
             continue
-        if re.match(r"^layers\.\d+\.attn\.[kv]_proj\.", name):
-            continue
-        new = _rename(name, GPT2_NAMES, to_hf=True)
-        if name.endswith("proj.weight"):
-            t = t.t()
-        out[new if new.startswith("lm_head") else "transformer." + new] = t
-    return out
+        for part, piece in zip(FUSED[fused], t.split(sizes[fused])):
+            split[name.replace(fused, part)] = piece
+    return {_rename(n, LLAMA_NAMES, to_hf=True): t for n, t in split.items()}
 
 
 def load_model(folder: str | Path, dtype: torch.dtype = torch.float32) -> Transformer:
