@@ -8,17 +8,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from lmlab.engine.engine import Engine
 from lmlab.engine.params import SamplingParams
 from lmlab.errors import LmlabError
 from lmlab.model.io.hf import load_model
 from lmlab.model.io.resolve import resolve
 from lmlab.tokenizer import Tokenizer
-
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 
 
 @dataclass
@@ -42,11 +37,13 @@ class LM:
         self.engine = Engine(model, tokenizer, self.stop_token_ids)
 
     @classmethod
-    def load(cls, spec: str | None = None, dtype: str = "float32") -> "LM":
-        if dtype not in DTYPES:
-            raise LmlabError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    def load(cls, spec: str | None = None, weights: str = "fp32", device: str = "cpu") -> "LM":
+        """weights: fp32 | bf16 | int8 | int4 (see lmlab.model.quant)."""
+        from lmlab.model.quant import convert_weights
+
         folder = resolve(spec)
-        return cls(load_model(folder, DTYPES[dtype]), Tokenizer.from_folder(folder), folder)
+        model = convert_weights(load_model(folder).to(device), weights)
+        return cls(model, Tokenizer.from_folder(folder), folder)
 
     def _stop_ids(self) -> list[int]:
         """EOS ids from the model config, generation_config.json and the tokenizer, merged."""
@@ -88,6 +85,6 @@ class LM:
         return Completion(out.text, out.token_ids, out.finish_reason, len(ids), len(out.token_ids), seconds)
 
 
-def load(spec: str | None = None, dtype: str = "float32") -> LM:
+def load(spec: str | None = None, weights: str = "fp32", device: str = "cpu") -> LM:
     """Load a model by bundled name, HF folder, .gguf file or hub id (default: bundled SmolLM2)."""
-    return LM.load(spec, dtype)
+    return LM.load(spec, weights, device)

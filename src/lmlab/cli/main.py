@@ -14,7 +14,8 @@ import sys
 def _sampling_args(p: argparse.ArgumentParser, temperature: float = 0.7) -> None:
     p.add_argument("--model", "-m", default=None,
                    help="bundled name (default smollm2), HF folder, .gguf file or hub id org/name")
-    p.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
+    p.add_argument("--weights", default="fp32", choices=["fp32", "bf16", "int8", "int4"],
+                   help="inference weight format (default fp32)")
     p.add_argument("--system", default=None, help="system message")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=temperature, help="0 = greedy")
@@ -43,6 +44,32 @@ def build_parser() -> argparse.ArgumentParser:
     _sampling_args(c)
     c.set_defaults(func=cmd_chat)
 
+    d = sub.add_parser("decode", parents=[common], help="see decoding algorithms side by side")
+    d.add_argument("prompt")
+    d.add_argument("--model", "-m", default=None)
+    d.add_argument("--weights", default="fp32", choices=["fp32", "bf16", "int8", "int4"])
+    mode = d.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--compare", action="store_true",
+                      help="greedy, beam search and sampling settings, side by side")
+    mode.add_argument("--dist", action="store_true",
+                      help="next-token distribution at T=0.5/1/1.5 and what top-k/top-p/min-p keep")
+    d.add_argument("--raw", action="store_true", help="no chat template: continue the text as is")
+    d.add_argument("--max-new-tokens", type=int, default=48)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--png", default="decode_dist.png", help="where --dist writes its plot")
+    d.set_defaults(func=cmd_decode)
+
+    b = sub.add_parser("bench", parents=[common], help="measure speed")
+    bsub = b.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
+    bd = bsub.add_parser("decode", parents=[common], help="tokens/s, time to first token, peak RSS")
+    bd.add_argument("--model", "-m", default=None)
+    bd.add_argument("--weights", default="fp32", choices=["fp32", "bf16", "int8", "int4"])
+    bd.add_argument("--streams", type=int, default=1, help="concurrent requests")
+    bd.add_argument("--prompt-tokens", type=int, default=40)
+    bd.add_argument("--new-tokens", type=int, default=128)
+    bd.add_argument("--json", action="store_true")
+    bd.set_defaults(func=cmd_bench_decode)
+
     m = sub.add_parser("models", parents=[common], help="list, inspect and convert models")
     msub = m.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     ml = msub.add_parser("list", parents=[common], help="bundled models and cached conversions")
@@ -54,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     mc = msub.add_parser("convert", parents=[common], help="convert a model (GGUF, folder, hub id) to an HF folder")
     mc.add_argument("model", nargs="?", default=None)
     mc.add_argument("--out", default=None, help="output folder (default: the lmlab cache)")
-    mc.add_argument("--dtype", default="float32")
+    mc.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                    help="storage dtype of the written safetensors")
     mc.set_defaults(func=cmd_models_convert)
     return parser
 
@@ -64,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_generate(args) -> int:
     from lmlab.lm import load
 
-    lm = load(args.model, args.dtype)
+    lm = load(args.model, args.weights)
     stream = None if args.json else (lambda s: (sys.stdout.write(s), sys.stdout.flush()))
     out = lm.generate(args.prompt, system=args.system, raw=args.raw, max_new_tokens=args.max_new_tokens,
                       temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
@@ -80,10 +108,40 @@ def cmd_chat(args) -> int:
     from lmlab.cli.chat import run_repl
     from lmlab.lm import load
 
-    lm = load(args.model, args.dtype)
+    lm = load(args.model, args.weights)
     settings = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
                 "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed}
     return run_repl(lm, settings, system=args.system)
+
+
+def cmd_decode(args) -> int:
+    from lmlab.lm import load
+    from lmlab.report import decoding
+    from lmlab.report.table import print_table
+
+    lm = load(args.model, args.weights)
+    if args.compare:
+        print_table(decoding.compare(lm, args.prompt, args.max_new_tokens, args.seed, raw=args.raw),
+                    title=f"decoding {args.prompt!r}")
+    else:
+        rows = decoding.next_token_distribution(lm, args.prompt, raw=args.raw)
+        print_table(rows, title=f"next token after {args.prompt!r}")
+        print(f"plot: {decoding.plot_distribution(rows, args.png, f'next token after {args.prompt!r}')}")
+    return 0
+
+
+def cmd_bench_decode(args) -> int:
+    from lmlab.engine.bench import bench_decode
+    from lmlab.lm import load
+    from lmlab.report.table import print_kv
+
+    lm = load(args.model, args.weights)
+    r = bench_decode(lm, args.streams, args.prompt_tokens, args.new_tokens)
+    if args.json:
+        print(json.dumps({k: r[k] for k in ("streams", "tok_s", "ttft_s", "peak_rss_mb")}))
+    else:
+        print_kv({"weights": args.weights, **r}, title="decode benchmark")
+    return 0
 
 
 def cmd_models_list(args) -> int:

@@ -36,7 +36,8 @@ def convert(spec: str | None, out: str | None = None, dtype: str = "float32") ->
     folder = resolve(spec)
     if out is None:
         return folder
-    from lmlab.lm import DTYPES
+    import torch
+
     from lmlab.model.io.hf import load_model, save_model
 
-    return save_model(load_model(folder, DTYPES[dtype]), out, tokenizer_folder=folder)
+    return save_model(load_model(folder, getattr(torch, dtype)), out, tokenizer_folder=folder)

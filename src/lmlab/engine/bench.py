@@ -1,0 +1,40 @@
+"""`lmlab bench decode`: tokens/s, time to first token and peak memory of the engine."""
+
+from __future__ import annotations
+
+import resource
+import time
+
+from lmlab.engine.params import SamplingParams
+
+
+def synthetic_prompt(tokenizer, n_tokens: int) -> list[int]:
+    """A chat prompt of exactly n_tokens ids (a real user turn, cut or repeated to length)."""
+    text = ("Explain, step by step and with examples, how a transformer language model turns a "
+            "prompt into an answer, and what each decoding setting changes. ")
+    ids = tokenizer.encode_chat([{"role": "user", "content": text * (1 + n_tokens // 20)}])
+    return ids[:n_tokens] if len(ids) >= n_tokens else ids + ids[-1:] * (n_tokens - len(ids))
+
+
+def bench_decode(lm, streams: int = 1, prompt_tokens: int = 40, new_tokens: int = 128,
+                 warmup: bool = True) -> dict:
+    """Run `streams` concurrent greedy requests of `new_tokens` each (EOS ignored)."""
+    prompt = synthetic_prompt(lm.tokenizer, prompt_tokens)
+    params = SamplingParams(max_tokens=new_tokens, temperature=0, ignore_eos=True)
+    engine = lm.engine
+    if warmup:
+        engine.generate([prompt], SamplingParams(max_tokens=4, temperature=0, ignore_eos=True))
+    first: dict[str, float] = {}
+    t0 = time.perf_counter()
+    for i in range(streams):
+        engine.add_request(prompt, params, request_id=f"bench-{i}",
+                           on_delta=lambda d: first.setdefault(d.request_id, time.perf_counter()))
+    generated = 0
+    while engine.has_unfinished():
+        for out in engine.step():
+            generated += sum(len(c.token_ids) for c in out.outputs)
+    seconds = time.perf_counter() - t0
+    return {"streams": streams, "tok_s": generated / seconds,
+            "ttft_s": sum(first.values()) / len(first) - t0 if first else None,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "seconds": seconds}
