@@ -30,20 +30,22 @@ class Completion:
 
 
 class LM:
-    def __init__(self, model, tokenizer: Tokenizer, folder: Path | None = None):
+    def __init__(self, model, tokenizer: Tokenizer, folder: Path | None = None, compile: bool = False):
         self.model, self.tokenizer, self.folder = model, tokenizer, folder
         self.config = model.config
         self.stop_token_ids = self._stop_ids()
-        self.engine = Engine(model, tokenizer, self.stop_token_ids)
+        self.engine = Engine(model, tokenizer, self.stop_token_ids, compile=compile)
 
     @classmethod
-    def load(cls, spec: str | None = None, weights: str = "fp32", device: str = "cpu") -> "LM":
-        """weights: fp32 | bf16 | int8 | int4 (see lmlab.model.quant)."""
+    def load(cls, spec: str | None = None, weights: str = "fp32", device: str = "cpu",
+             compile: bool = False) -> "LM":
+        """weights: fp32 | bf16 | int8 | int4 (see lmlab.model.quant); compile: torch.compile the
+        decode step (faster tokens after a one-off compilation of a minute or two)."""
         from lmlab.model.quant import convert_weights
 
         folder = resolve(spec)
         model = convert_weights(load_model(folder).to(device), weights)
-        return cls(model, Tokenizer.from_folder(folder), folder)
+        return cls(model, Tokenizer.from_folder(folder), folder, compile)
 
     def _stop_ids(self) -> list[int]:
         """EOS ids from the model config, generation_config.json and the tokenizer, merged."""
@@ -85,6 +87,6 @@ class LM:
         return Completion(out.text, out.token_ids, out.finish_reason, len(ids), len(out.token_ids), seconds)
 
 
-def load(spec: str | None = None, weights: str = "fp32", device: str = "cpu") -> LM:
+def load(spec: str | None = None, weights: str = "fp32", device: str = "cpu", compile: bool = False) -> LM:
     """Load a model by bundled name, HF folder, .gguf file or hub id (default: bundled SmolLM2)."""
-    return LM.load(spec, weights, device)
+    return LM.load(spec, weights, device, compile)

@@ -14,14 +14,20 @@ import sys
 def _sampling_args(p: argparse.ArgumentParser, temperature: float = 0.7) -> None:
     p.add_argument("--model", "-m", default=None,
                    help="bundled name (default smollm2), HF folder, .gguf file or hub id org/name")
-    p.add_argument("--weights", default="fp32", choices=["fp32", "bf16", "int8", "int4"],
-                   help="inference weight format (default fp32)")
+    _engine_args(p)
     p.add_argument("--system", default=None, help="system message")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=temperature, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=0, help="0 = off")
     p.add_argument("--top-p", type=float, default=1.0, help="1 = off")
     p.add_argument("--seed", type=int, default=None)
+
+
+def _engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", default="fp32", choices=["fp32", "bf16", "int8", "int4"],
+                   help="inference weight format (default fp32)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the decode step: faster, after a one-off compilation")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("decode", parents=[common], help="see decoding algorithms side by side")
     d.add_argument("prompt")
     d.add_argument("--model", "-m", default=None)
-    d.add_argument("--weights", default="fp32", choices=["fp32", "bf16", "int8", "int4"])
+    _engine_args(d)
     mode = d.add_mutually_exclusive_group(required=True)
     mode.add_argument("--compare", action="store_true",
                       help="greedy, beam search and sampling settings, side by side")
@@ -63,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     bsub = b.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
     bd = bsub.add_parser("decode", parents=[common], help="tokens/s, time to first token, peak RSS")
     bd.add_argument("--model", "-m", default=None)
-    bd.add_argument("--weights", default="fp32", choices=["fp32", "bf16", "int8", "int4"])
+    _engine_args(bd)
     bd.add_argument("--streams", type=int, default=1, help="concurrent requests")
     bd.add_argument("--prompt-tokens", type=int, default=40)
     bd.add_argument("--new-tokens", type=int, default=128)
@@ -92,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_generate(args) -> int:
     from lmlab.lm import load
 
-    lm = load(args.model, args.weights)
+    lm = load(args.model, args.weights, compile=args.compile)
     stream = None if args.json else (lambda s: (sys.stdout.write(s), sys.stdout.flush()))
     out = lm.generate(args.prompt, system=args.system, raw=args.raw, max_new_tokens=args.max_new_tokens,
                       temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
@@ -108,7 +114,7 @@ def cmd_chat(args) -> int:
     from lmlab.cli.chat import run_repl
     from lmlab.lm import load
 
-    lm = load(args.model, args.weights)
+    lm = load(args.model, args.weights, compile=args.compile)
     settings = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
                 "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed}
     return run_repl(lm, settings, system=args.system)
@@ -119,7 +125,7 @@ def cmd_decode(args) -> int:
     from lmlab.report import decoding
     from lmlab.report.table import print_table
 
-    lm = load(args.model, args.weights)
+    lm = load(args.model, args.weights, compile=args.compile)
     if args.compare:
         print_table(decoding.compare(lm, args.prompt, args.max_new_tokens, args.seed, raw=args.raw),
                     title=f"decoding {args.prompt!r}")
@@ -135,7 +141,7 @@ def cmd_bench_decode(args) -> int:
     from lmlab.lm import load
     from lmlab.report.table import print_kv
 
-    lm = load(args.model, args.weights)
+    lm = load(args.model, args.weights, compile=args.compile)
     r = bench_decode(lm, args.streams, args.prompt_tokens, args.new_tokens)
     if args.json:
         print(json.dumps({k: r[k] for k in ("streams", "tok_s", "ttft_s", "peak_rss_mb")}))

@@ -80,8 +80,12 @@ class _Request:
 
 
 class Engine:
-    def __init__(self, model, tokenizer, eos_token_ids: list[int] | None = None, max_batch: int = 32):
+    def __init__(self, model, tokenizer, eos_token_ids: list[int] | None = None, max_batch: int = 32,
+                 compile: bool = False):
         self.model, self.tokenizer = model, tokenizer
+        # torch.compile fuses the decode step's many small ops (the cost that dominates a small
+        # model on a CPU); it takes a minute or two once, so it is opt-in. Prefill stays eager.
+        self.decode_forward = torch.compile(model, dynamic=True) if compile else model
         self.config = model.config
         self.eos = set(eos_token_ids or [])
         self.max_batch = max_batch
@@ -199,8 +203,10 @@ class Engine:
         seqs = self.running
         self.cache.active = len(seqs)
         tokens = torch.tensor([[s.last_token] for s in seqs], device=self.device)
-        positions = torch.tensor([[self.cache.lengths[i]] for i in range(len(seqs))], device=self.device)
-        logits = self.model(tokens, positions, cache=self.cache)[:, -1].float()
+        c = self.config
+        self.cache.begin_decode({c.sliding_window if c.windowed(i) else None for i in range(c.n_layers)})
+        logits = self.decode_forward(tokens, self.cache.pos[:, None], cache=self.cache)[:, -1].float()
+        self.cache.end_decode()
         self._advance(seqs, logits)
 
     def _advance(self, seqs: list[_Sequence], logits: torch.Tensor) -> None:

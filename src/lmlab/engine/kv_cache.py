@@ -49,8 +49,8 @@ class SlotCache:
     """Rows 0..active-1 are in use; row i holds lengths[i] tokens at positions 0..lengths[i]-1.
 
     Prefill goes through `slot(i)`, a KVCache-like view on one row. A batched decode step then
-    feeds one token per active row; each row writes at its own position and attends to its own
-    keys only.
+    feeds one token per active row (between begin_decode and end_decode); each row writes at its
+    own position and attends to its own keys only.
     """
 
     def __init__(self, config: ModelConfig, dtype: torch.dtype = torch.float32,
@@ -98,32 +98,42 @@ class SlotCache:
             t[dst, :, :n] = t[src, :, :n]
         self.lengths[dst] = n
 
-    # ---- the model's interface, for a decode step over rows 0..active-1 ----
+    # ---- a decode step over rows 0..active-1 ----
+    # The engine calls begin_decode() before the model's forward and end_decode() after it, so
+    # that everything the model reads is a tensor or a plain int (torch.compile friendly).
+
+    def begin_decode(self, windows: set) -> None:
+        n = self.active
+        self.rows = torch.arange(n, device=self.device)
+        self.pos = torch.tensor(self.lengths[:n], device=self.device)
+        self.end = max(self.lengths[:n]) + 1
+        self.masks = {}
+        for w in windows:
+            if w is None and all(x == self.lengths[0] for x in self.lengths[:n]):
+                self.masks[w] = None  # equal lengths: every row attends to everything cached
+                continue
+            k_pos = torch.arange(self.end, device=self.device)[None, :]
+            allowed = k_pos <= self.pos[:, None]
+            if w is not None:
+                allowed = allowed & (self.pos[:, None] - k_pos < w)
+            self.masks[w] = allowed[:, None, None, :]
+
+    def end_decode(self) -> None:
+        for i in range(self.active):
+            self.lengths[i] += 1
 
     @property
     def length(self) -> int:
-        return max(self.lengths[:self.active], default=0)
+        return self.end - 1
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        self.k[layer][self.rows, :, self.pos] = k[:, :, 0]
+        self.v[layer][self.rows, :, self.pos] = v[:, :, 0]
         n = k.shape[0]
-        rows = torch.arange(n, device=k.device)
-        pos = torch.tensor(self.lengths[:n], device=k.device)
-        self.k[layer][rows, :, pos] = k[:, :, 0]
-        self.v[layer][rows, :, pos] = v[:, :, 0]
-        end = max(self.lengths[:n]) + 1
-        return self.k[layer][:n, :, :end], self.v[layer][:n, :, :end]
+        return self.k[layer][:n, :, :self.end], self.v[layer][:n, :, :self.end]
 
     def mask(self, T: int, key_mask, window: int | None, device):
-        assert T == 1, "a SlotCache decodes one token per row; prefill goes through slot(i)"
-        lengths = torch.tensor(self.lengths[:self.active], device=device)[:, None]
-        k_pos = torch.arange(int(lengths.max()) + 1, device=device)[None, :]
-        if window is None and all(n == self.lengths[0] for n in self.lengths[:self.active]):
-            return None  # equal lengths: every row attends to everything cached
-        allowed = k_pos <= lengths
-        if window is not None:
-            allowed = allowed & (lengths - k_pos < window)
-        return allowed[:, None, None, :]
+        return self.masks[window]
 
     def advance(self, n: int) -> None:
-        for i in range(self.active):
-            self.lengths[i] += n
+        pass  # lengths move in end_decode, outside the (possibly compiled) forward

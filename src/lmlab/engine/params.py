@@ -64,10 +64,12 @@ class SamplingParams:
         _check(self.logprobs is None or 0 <= self.logprobs <= 20, f"logprobs must be in [0, 20], got {self.logprobs}")
         _check(self.prompt_logprobs is None or 0 <= self.prompt_logprobs <= 20,
                f"prompt_logprobs must be in [0, 20], got {self.prompt_logprobs}")
-        _check(all(isinstance(s, str) and s for s in self.stop),
+        _check(isinstance(self.stop, (list, tuple)) and all(isinstance(s, str) and s for s in self.stop),
                f"stop must be a string or a list of non-empty strings, got {self.stop!r}")
-        _check(all(isinstance(t, int) for t in self.stop_token_ids),
+        _check(isinstance(self.stop_token_ids, (list, tuple)) and all(isinstance(t, int) for t in self.stop_token_ids),
                f"stop_token_ids must be a list of ints, got {self.stop_token_ids!r}")
+        _check(isinstance(self.logit_bias, dict), f"logit_bias must be a dict {{token id: bias}}, got {self.logit_bias!r}")
+        self.stop, self.stop_token_ids = list(self.stop), list(self.stop_token_ids)
         self.logit_bias = {int(k): float(v) for k, v in self.logit_bias.items()}
 
     @property

@@ -50,7 +50,8 @@ def warp(logits: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:
         sorted_logits, order = logits.sort(dim=-1, descending=True)
         probs = sorted_logits.softmax(-1)
         # Drop a token once the mass of the tokens before it already reaches top_p.
-        drop = (probs.cumsum(-1) - probs) >= top_p[:, None]
+        # Rows with top_p = 1 are left alone: float32 sums can reach 1.0 before the tail.
+        drop = ((probs.cumsum(-1) - probs) >= top_p[:, None]) & (top_p[:, None] < 1)
         logits = logits.masked_fill(drop.scatter(-1, order, drop), NEG_INF)
     if any(p.min_p > 0 for p in params):
         min_p = torch.tensor([p.min_p for p in params], device=dev)

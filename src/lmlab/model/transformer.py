@@ -141,8 +141,8 @@ class Transformer(nn.Module):
         key_mask: [B, S] bool, True for real tokens, S = cached + T; needed for padded batches.
         """
         B, T = idx.shape
-        start = cache.length if cache is not None else 0
         if positions is None:
+            start = cache.length if cache is not None else 0
             positions = torch.arange(start, start + T, device=idx.device).expand(B, T)
         x = self.embed(idx)
         if self.pos_embed is not None:
