@@ -147,7 +147,7 @@ def test_qwen2_sliding_window_only_on_layers_from_max_window_layers(tmp_path):
 # ---- padding, caching, last_only -----------------------------------------------------------
 
 def _left_pad(rows: list[list[int]], pad_id: int = 0):
-    """ids, key_mask and positions exactly as lmlab.engine.generate builds them."""
+    """ids, key_mask and positions exactly as lmlab.engine.engine builds them."""
     L = max(map(len, rows))
     ids = torch.full((len(rows), L), pad_id, dtype=torch.long)
     key_mask = torch.zeros((len(rows), L), dtype=torch.bool)

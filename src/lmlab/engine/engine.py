@@ -131,6 +131,7 @@ class Engine:
     def step(self) -> list[RequestOutput]:
         """Admit what fits, decode one token for every running sequence; return finished requests."""
         self._reap_aborted()
+        self._compact()  # aborted sequences leave before anything else runs
         while self.waiting and len(self.running) + self.waiting[0].params.samples <= self.max_batch:
             self._prefill(self.waiting.popleft())
             self._compact()  # a sample may have stopped on its first token
@@ -197,7 +198,7 @@ class Engine:
                 self.cache.copy(first, first + i)
             req.seqs.append(seq)
             self.running.append(seq)
-        self._advance(req.seqs, logits[-1:].expand(n, -1))
+        self._advance(req.seqs, logits[-1:].repeat(n, 1))  # a copy per sample: processors write in place
 
     def _decode(self) -> None:
         seqs = self.running
@@ -220,7 +221,9 @@ class Engine:
             lp = float(logprobs[row, t])
             out.cumulative_logprob += lp
             if t in seq.stop_ids:
-                self._finish(seq, "stop", t, None, None)
+                text = seq.stop.flush()  # text held back for a stop string that can no longer complete
+                out.text += text
+                self._finish(seq, "stop", t, None, None, text)
                 continue
             out.token_ids.append(t)
             seq.last_token = t

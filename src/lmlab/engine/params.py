@@ -68,7 +68,8 @@ class SamplingParams:
                f"stop must be a string or a list of non-empty strings, got {self.stop!r}")
         _check(isinstance(self.stop_token_ids, (list, tuple)) and all(isinstance(t, int) for t in self.stop_token_ids),
                f"stop_token_ids must be a list of ints, got {self.stop_token_ids!r}")
-        _check(isinstance(self.logit_bias, dict), f"logit_bias must be a dict {{token id: bias}}, got {self.logit_bias!r}")
+        _check(isinstance(self.logit_bias, dict),
+               f"logit_bias must be a dict {{token id: bias}}, got {self.logit_bias!r}")
         self.stop, self.stop_token_ids = list(self.stop), list(self.stop_token_ids)
         self.logit_bias = {int(k): float(v) for k, v in self.logit_bias.items()}
 
