@@ -9,6 +9,7 @@ server can add and cancel requests at any time.
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
@@ -206,7 +207,15 @@ class Engine:
         tokens = torch.tensor([[s.last_token] for s in seqs], device=self.device)
         c = self.config
         self.cache.begin_decode({c.sliding_window if c.windowed(i) else None for i in range(c.n_layers)})
-        logits = self.decode_forward(tokens, self.cache.pos[:, None], cache=self.cache)[:, -1].float()
+        try:
+            logits = self.decode_forward(tokens, self.cache.pos[:, None], cache=self.cache)
+        except Exception as e:  # torch.compile needs a C++ toolchain; without one, run eagerly
+            if self.decode_forward is self.model:
+                raise
+            warnings.warn(f"torch.compile failed ({type(e).__name__}); decoding eagerly")
+            self.decode_forward = self.model
+            logits = self.model(tokens, self.cache.pos[:, None], cache=self.cache)
+        logits = logits[:, -1].float()
         self.cache.end_decode()
         self._advance(seqs, logits)
 

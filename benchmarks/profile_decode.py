@@ -1,0 +1,40 @@
+"""Where one decode step's time goes: a torch.profiler table for the engine's decode step.
+
+    python benchmarks/profile_decode.py [--weights int4] [--streams 1] [--steps 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+import lmlab
+from lmlab.engine.bench import synthetic_prompt
+from lmlab.engine.params import SamplingParams
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--weights", default="int4")
+    ap.add_argument("--streams", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=20)
+    args = ap.parse_args()
+    lm = lmlab.load(weights=args.weights)
+    engine = lm.engine
+    prompt = synthetic_prompt(lm.tokenizer, 40)
+    for _ in range(args.streams):
+        engine.add_request(prompt, SamplingParams(max_tokens=args.steps + 8, temperature=0, ignore_eos=True))
+    for _ in range(4):  # prefill and warm-up steps, not profiled
+        engine.step()
+    with torch.profiler.profile() as prof:
+        for _ in range(args.steps):
+            engine.step()
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
+    total_ms = sum(e.self_cpu_time_total for e in prof.key_averages()) / 1000 / args.steps
+    print(f"{args.weights}, {args.streams} stream(s): {total_ms:.1f} ms of operator time per decode step")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
