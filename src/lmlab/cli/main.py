@@ -90,6 +90,23 @@ def build_parser() -> argparse.ArgumentParser:
     mc.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                     help="storage dtype of the written safetensors")
     mc.set_defaults(func=cmd_models_convert)
+    s = sub.add_parser("serve", parents=[common],
+                       help="OpenAI-compatible HTTP server and web chat (needs fastapi, uvicorn)")
+    s.add_argument("--model", "-m", default=None,
+                   help="bundled name (default smollm2), HF folder, .gguf file or hub id org/name")
+    _engine_args(s)
+    s.add_argument("--host", default="127.0.0.1", help="bind address (non-loopback needs --api-key)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (env LMLAB_API_KEY)")
+    s.add_argument("--max-concurrency", type=int, default=32, help="sequences decoded together")
+    s.add_argument("--max-queue", type=int, default=256, help="requests in flight before 429")
+    s.add_argument("--max-prompt-tokens", type=int, default=None, help="default: the model's context - 1")
+    s.add_argument("--max-tokens-limit", type=int, default=2048, help="largest max_tokens a request may ask")
+    s.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    s.add_argument("--served-model-name", default=None, help="the model id clients send (default: smollm2 "
+                   "or the --model name)")
+    s.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    s.set_defaults(func=cmd_serve)
     return parser
 
 
@@ -147,6 +164,22 @@ def cmd_bench_decode(args) -> int:
         print(json.dumps({k: r[k] for k in ("streams", "tok_s", "ttft_s", "peak_rss_mb")}))
     else:
         print_kv({"weights": args.weights, **r}, title="decode benchmark")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    import os
+
+    from lmlab.errors import LmlabError
+
+    try:
+        from lmlab.serve import serve
+    except ImportError as e:
+        raise LmlabError(f"lmlab serve needs fastapi and uvicorn ({e}): pip install fastapi uvicorn") from None
+    serve(args.model, args.weights, args.host, args.port, args.api_key or os.environ.get("LMLAB_API_KEY"),
+          args.max_concurrency, args.max_queue, args.compile, args.served_model_name, args.log_level,
+          max_prompt_tokens=args.max_prompt_tokens, max_tokens_limit=args.max_tokens_limit,
+          max_body_bytes=args.max_body_bytes)
     return 0
 
 

@@ -1,0 +1,158 @@
+"""The one thread that owns the Engine.
+
+The engine is not thread-safe, so everything that touches it (add_request, abort, embeddings
+forward passes) goes through `inbox`, a thread-safe queue the loop drains before each step.
+Each request has an asyncio.Queue on the server's event loop; the engine thread hands it
+("delta", Delta), ("done", RequestOutput) or ("error", Exception) via call_soon_threadsafe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+
+from lmlab.engine.engine import Engine
+from lmlab.errors import LmlabError
+
+log = logging.getLogger("lmlab.serve")
+
+
+class EngineRunner:
+    def __init__(self, lm, max_batch: int = 32, admit_per_step: int = 4):
+        self.lm = lm
+        # New requests enter the engine at most `admit_per_step` per step (each costs a prefill in
+        # that step), so a burst of arrivals does not stall every running stream for one long step.
+        self.admit_per_step = admit_per_step
+        self._held: "collections.deque" = collections.deque()
+        self.max_batch = max_batch
+        self.engine = lm.engine  # from now on touched only by this runner's thread
+        self.engine.max_batch = max_batch
+        self.inbox: queue.Queue = queue.Queue()
+        self._sinks: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
+        self._ids = itertools.count()
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="lmlab-engine", daemon=True)
+        self.steps = 0
+        self.step_errors = 0
+        self.running = 0  # sequences in the engine's batch after the last step (for /metrics)
+        self.waiting = 0
+
+    def start(self) -> "EngineRunner":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.inbox.put(("wake",))
+        self.thread.join(timeout=10)
+
+    # ---- called from the event loop ---------------------------------------------------------
+
+    def add(self, prompt: list[int], params, stream: bool = True) -> tuple[str, asyncio.Queue]:
+        """Queue a request; its queue gets ("delta", Delta) items only when `stream`."""
+        rid = f"r{next(self._ids)}"
+        q: asyncio.Queue = asyncio.Queue()
+        self.inbox.put(("add", rid, prompt, params, asyncio.get_running_loop(), q, stream))
+        return rid, q
+
+    def abort(self, rid: str) -> None:
+        self.inbox.put(("abort", rid))
+
+    def call(self, fn) -> "asyncio.Future":
+        """Run fn() on the engine thread (e.g. a forward pass for embeddings); await the result."""
+        fut: Future = Future()
+        self.inbox.put(("call", fn, fut))
+        return asyncio.wrap_future(fut)
+
+    # ---- the engine thread ------------------------------------------------------------------
+
+    def _send(self, rid: str, item) -> None:
+        sink = self._sinks.get(rid)
+        if sink is None:
+            return
+        loop, q = sink
+        try:
+            loop.call_soon_threadsafe(q.put_nowait, item)
+        except RuntimeError:  # the event loop has closed (shutdown)
+            pass
+
+    def _handle(self, cmd) -> None:
+        kind = cmd[0]
+        if kind == "add":
+            _, rid, prompt, params, loop, q, stream = cmd
+            self._sinks[rid] = (loop, q)
+            self._held.append((rid, prompt, params, stream))
+        elif kind == "abort":
+            rid = cmd[1]
+            held = [h for h in self._held if h[0] == rid]
+            if held:  # not in the engine yet: just forget it
+                self._held.remove(held[0])
+                self._sinks.pop(rid, None)
+            else:
+                self.engine.abort(rid)
+        elif kind == "call":
+            _, fn, fut = cmd
+            if fut.set_running_or_notify_cancel():
+                try:
+                    fut.set_result(fn())
+                except BaseException as e:  # noqa: BLE001 - handed to the awaiting handler
+                    fut.set_exception(e)
+
+    def _admit(self) -> None:
+        """Move up to admit_per_step held requests into the engine (only as many as have a slot)."""
+        free = self.max_batch - len(self.engine.running) - sum(r.params.samples for r in self.engine.waiting)
+        admitted = 0
+        while self._held and admitted < self.admit_per_step and (free >= self._held[0][2].samples or
+                                                                  not self.engine.has_unfinished()):
+            rid, prompt, params, stream = self._held.popleft()
+            free -= params.samples
+            admitted += 1
+            on_delta = (lambda d: self._send(d.request_id, ("delta", d))) if stream else None
+            try:
+                self.engine.add_request(prompt, params, rid, on_delta=on_delta)
+            except LmlabError as e:
+                self._send(rid, ("error", e))
+                self._sinks.pop(rid, None)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            busy = self.engine.has_unfinished() or bool(self._held)
+            try:
+                cmd = self.inbox.get_nowait() if busy else self.inbox.get(timeout=0.5)
+            except queue.Empty:
+                cmd = None
+            while cmd is not None:
+                if cmd[0] != "wake":
+                    self._handle(cmd)
+                try:
+                    cmd = self.inbox.get_nowait()
+                except queue.Empty:
+                    cmd = None
+            self._admit()
+            if not self.engine.has_unfinished():
+                self.running, self.waiting = 0, len(self._held)
+                continue
+            try:
+                outputs = self.engine.step()
+            except Exception as e:  # noqa: BLE001 - a bug must not take the server down
+                log.exception("engine step failed; failing its requests and starting a fresh engine")
+                self.step_errors += 1
+                for rid in list(self._sinks):
+                    self._send(rid, ("error", e))
+                self._sinks.clear()
+                self._held.clear()
+                self.engine = Engine(self.lm.model, self.lm.tokenizer, self.lm.stop_token_ids,
+                                     max_batch=self.max_batch)
+                time.sleep(0.01)
+                continue
+            self.steps += 1
+            self.running, self.waiting = len(self.engine.running), len(self.engine.waiting) + len(self._held)
+            for out in outputs:
+                self._send(out.request_id, ("done", out))
+                self._sinks.pop(out.request_id, None)
