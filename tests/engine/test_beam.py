@@ -5,8 +5,6 @@ finished hypotheses and early stopping; a few prompts check the bundled model.""
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 import torch
 
