@@ -76,7 +76,11 @@ def test_invalid_params_raise_lmlab_error_with_valid_range(kwargs, message):
     dict(n=2, best_of=2), dict(logprobs=0), dict(logprobs=20), dict(prompt_logprobs=0), dict(stop="x"),
     dict(stop_token_ids=[0, 5]), dict(logit_bias={"3": 1})])
 def test_boundary_values_are_accepted(kwargs):
-    SamplingParams(**kwargs)
+    p = SamplingParams(**kwargs)  # raises LmlabError if a valid boundary were rejected
+    normalised = {"top_k": {-1: 0}, "stop": {"x": ["x"]}}
+    for k, v in kwargs.items():
+        if k != "logit_bias":
+            assert getattr(p, k) == normalised.get(k, {}).get(v, v) if not isinstance(v, list) else getattr(p, k) == v
 
 
 def test_normalisation_of_stop_top_k_and_logit_bias():
