@@ -60,7 +60,7 @@ BAD = [
 @pytest.mark.parametrize("method,path,body,status", BAD, ids=[f"{b[1]}-{i}" for i, b in enumerate(BAD)])
 def test_bad_request(server, method, path, body, status):
     r = httpx.request(method, server.url + path, content=body, headers={"content-type": "application/json"})
-    error_of(r, status)
+    assert error_of(r, status)["type"]  # right status and a full OpenAI-style error body
 
 
 def test_unknown_model_and_negative_max_tokens_via_openai(client):
