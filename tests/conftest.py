@@ -41,3 +41,44 @@ def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is absent (only CI and developers have it)")
     return SHARED_DATA
+
+
+def _random_hf(kw: dict, seed: int = 0):
+    """A tiny transformers model from config keywords, every parameter N(0, 0.2) so that biases
+    and norm gains matter."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    kw = dict(kw)
+    cfg = transformers.AutoConfig.for_model(kw.pop("model_type"), **kw)
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def random_hf():
+    return _random_hf
+
+
+@pytest.fixture(scope="module")
+def pair(request, tmp_path_factory):
+    """name in the test module's CONFIGS -> (transformers model, our model loaded from its saved
+    folder); built once per module."""
+    from lmlab.model.io.hf import load_model
+
+    built = {}
+
+    def get(name):
+        if name not in built:
+            hf = _random_hf(request.module.CONFIGS[name])
+            folder = tmp_path_factory.mktemp(name)
+            hf.save_pretrained(folder)
+            built[name] = hf, load_model(folder)
+        return built[name]
+
+    return get

@@ -14,7 +14,6 @@ import torch
 from lmlab.engine.engine import Engine
 from lmlab.engine.params import SamplingParams
 from lmlab.errors import LmlabError
-from lmlab.model.io.hf import load_model
 from lmlab.tokenizer import Tokenizer
 
 VOCAB = 97
@@ -44,34 +43,6 @@ def _char_tokenizer() -> Tokenizer:
     backend = Backend(models.WordLevel({t: i for i, t in enumerate(PIECES)}, unk_token="a"))
     backend.decoder = decoders.Fuse()
     return Tokenizer(backend)
-
-
-def _random_hf(kw: dict, seed: int = 0):
-    transformers = pytest.importorskip("transformers")
-    kw = dict(kw)
-    cfg = transformers.AutoConfig.for_model(kw.pop("model_type"), **kw)
-    torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.2)
-    return model.eval()
-
-
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    """name -> (transformers model, our model loaded from its folder); built once per module."""
-    built = {}
-
-    def get(name):
-        if name not in built:
-            hf = _random_hf(CONFIGS[name])
-            folder = tmp_path_factory.mktemp(name)
-            hf.save_pretrained(folder)
-            built[name] = hf, load_model(folder)
-        return built[name]
-
-    return get
 
 
 @pytest.fixture(scope="module")

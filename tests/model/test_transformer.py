@@ -40,35 +40,6 @@ CONFIGS["llama_mlp_bias"] = dict(LLAMA, mlp_bias=True)
 SEQ = 40  # beyond original_max_position_embeddings=16 and the Mistral window of 5
 
 
-def _random_hf(kw: dict, seed: int = 0):
-    transformers = pytest.importorskip("transformers")
-    kw = dict(kw)
-    cfg = transformers.AutoConfig.for_model(kw.pop("model_type"), **kw)
-    cfg._attn_implementation = "eager"
-    torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(cfg)
-    with torch.no_grad():  # every parameter random, so that biases and norm gains matter
-        for p in model.parameters():
-            p.normal_(0.0, 0.2)
-    return model.eval()
-
-
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    """name -> (transformers model, our model loaded from its saved folder); built once per module."""
-    built = {}
-
-    def get(name):
-        if name not in built:
-            hf = _random_hf(CONFIGS[name])
-            folder = tmp_path_factory.mktemp(name)
-            hf.save_pretrained(folder)
-            built[name] = hf, load_model(folder)
-        return built[name]
-
-    return get
-
-
 def _ids(n=SEQ, batch=1, seed=1):
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, VOCAB, (batch, n), generator=g)
@@ -134,8 +105,8 @@ def test_qwen2_biases_and_tied_head_are_loaded(pair):
     assert ours.lm_head.weight is ours.embed.weight
 
 
-def test_qwen2_sliding_window_only_on_layers_from_max_window_layers(tmp_path):
-    hf = _random_hf(dict(CONFIGS["qwen2_bias_tied"], use_sliding_window=True, sliding_window=5,
+def test_qwen2_sliding_window_only_on_layers_from_max_window_layers(tmp_path, random_hf):
+    hf = random_hf(dict(CONFIGS["qwen2_bias_tied"], use_sliding_window=True, sliding_window=5,
                          max_window_layers=1))
     hf.save_pretrained(tmp_path)
     ours = load_model(tmp_path)
