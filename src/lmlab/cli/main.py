@@ -107,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "or the --model name)")
     s.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     s.set_defaults(func=cmd_serve)
+
+    # Later stages own their CLI modules; each adds its subcommands to the same parser.
+    from lmlab.cli import eval as eval_cli, train as train_cli
+
+    for area in (train_cli, eval_cli):
+        area.register(sub, common)
     return parser
 
 

@@ -16,6 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from lmlab.model.config import ModelConfig
 from lmlab.model.rope import Rotary, apply_rotary
@@ -117,6 +118,8 @@ class Transformer(nn.Module):
             self.pos_embed, self.rotary = None, Rotary(c.head_dim, c.rope_theta, c.rope_scaling, c.max_seq_len)
             self.norm = RMSNorm(c.dim, c.norm_eps)
         self.layers = nn.ModuleList(Block(c, i) for i in range(c.n_layers))
+        # Training only: recompute each block in the backward pass instead of storing activations.
+        self.gradient_checkpointing = False
         self.lm_head = nn.Linear(c.dim, c.vocab_size, bias=False)
         if c.tie_embeddings:
             self.lm_head.weight = self.embed.weight
@@ -134,11 +137,13 @@ class Transformer(nn.Module):
                 scale = 1 / math.sqrt(2 * self.config.n_layers) if name.endswith(("o_proj.weight", "down_proj.weight")) else 1
                 nn.init.normal_(p, 0.0, std * scale)
 
-    def hidden_states(self, idx, positions=None, key_mask=None, cache=None):
+    def hidden_states(self, idx, positions=None, key_mask=None, cache=None, segments=None):
         """Final normalised hidden states [B, T, dim].
 
         idx: token ids [B, T]. positions: [B, T] (default: continue from the cache length).
         key_mask: [B, S] bool, True for real tokens, S = cached + T; needed for padded batches.
+        segments: [B, T] ints for packed training rows: a token attends only within its segment
+        (positions should then restart at 0 for each segment).
         """
         B, T = idx.shape
         if positions is None:
@@ -153,24 +158,28 @@ class Transformer(nn.Module):
         c = self.config
         windows = [c.sliding_window if c.windowed(i) else None for i in range(c.n_layers)]
         masks = {w: cache.mask(T, key_mask, w, idx.device) if cache is not None
-                 else causal_mask(key_mask, 0, T, w, idx.device) for w in set(windows)}
+                 else causal_mask(key_mask, 0, T, w, idx.device, segments) for w in set(windows)}
         for block, window in zip(self.layers, windows):
-            x = block(x, rope, masks[window], cache)
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(block, x, rope, masks[window], cache, use_reentrant=False)
+            else:
+                x = block(x, rope, masks[window], cache)
         if cache is not None:
             cache.advance(T)
         return self.norm(x)
 
-    def forward(self, idx, positions=None, key_mask=None, cache=None, last_only: bool = False):
+    def forward(self, idx, positions=None, key_mask=None, cache=None, last_only: bool = False, segments=None):
         """Logits [B, T, vocab] (or [B, 1, vocab] with last_only, which saves the big matmul)."""
-        h = self.hidden_states(idx, positions, key_mask, cache)
+        h = self.hidden_states(idx, positions, key_mask, cache, segments)
         return self.lm_head(h[:, -1:] if last_only else h)
 
 
-def causal_mask(key_mask, start: int, T: int, window: int | None, device):
+def causal_mask(key_mask, start: int, T: int, window: int | None, device, segments=None):
     """Boolean [B, 1, T, S] mask for T queries after `start` cached tokens (the same for every
-    row), or None when plain causal attention suffices. `key_mask` [B, S] marks real tokens."""
+    row), or None when plain causal attention suffices. `key_mask` [B, S] marks real tokens;
+    `segments` [B, T] (no cache) confines attention to each packed sequence."""
     S = start + T
-    if key_mask is None and (window is None or S <= window) and (start == 0 or T == 1):
+    if key_mask is None and segments is None and (window is None or S <= window) and (start == 0 or T == 1):
         return None
     q_pos = torch.arange(start, S, device=device)[:, None]
     k_pos = torch.arange(S, device=device)[None, :]
@@ -178,6 +187,8 @@ def causal_mask(key_mask, start: int, T: int, window: int | None, device):
     if window is not None:
         allowed = allowed & (q_pos - k_pos < window)
     allowed = allowed[None, None]
+    if segments is not None:
+        allowed = allowed & (segments[:, None, :, None] == segments[:, None, None, :])
     if key_mask is not None:
         # A query always sees itself, so rows of left-padding never become all -inf (NaN).
         allowed = allowed & (key_mask[:, None, None, :S].bool() | (k_pos == q_pos))
