@@ -1,0 +1,1 @@
+"""Parameter-efficient fine-tuning: LoRA, bottleneck adapters, prefix and prompt tuning."""
