@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", "-m", default=None,
                    help="bundled name (default smollm2), HF folder, .gguf file or hub id org/name")
     _engine_args(s)
+    s.add_argument("--engine", default="lmlab", choices=["lmlab", "vllm"],
+                   help="lmlab (default) or vllm (vLLM's engine on a CUDA GPU: pip install vllm)")
     s.add_argument("--host", default="127.0.0.1", help="bind address (non-loopback needs --api-key)")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (env LMLAB_API_KEY)")
@@ -184,7 +186,7 @@ def cmd_serve(args) -> int:
         raise LmlabError(f"lmlab serve needs fastapi and uvicorn ({e}): pip install fastapi uvicorn") from None
     serve(args.model, args.weights, args.host, args.port, args.api_key or os.environ.get("LMLAB_API_KEY"),
           args.max_concurrency, args.max_queue, args.compile, args.served_model_name, args.log_level,
-          max_prompt_tokens=args.max_prompt_tokens, max_tokens_limit=args.max_tokens_limit,
+          args.engine, max_prompt_tokens=args.max_prompt_tokens, max_tokens_limit=args.max_tokens_limit,
           max_body_bytes=args.max_body_bytes)
     return 0
 

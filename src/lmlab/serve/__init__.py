@@ -1,8 +1,8 @@
 """An OpenAI-compatible HTTP server and web chat over lmlab's engine (`lmlab serve`).
 
-`create_app(lm, ...)` builds the FastAPI app; `serve(...)` loads a model and runs uvicorn. One
-background thread (`EngineRunner`) owns the Engine; request handlers talk to it through a
-thread-safe inbox and receive deltas on per-request asyncio queues.
+`create_app(runner, ...)` builds the FastAPI app over a runner, `EngineRunner` (lmlab's engine,
+owned by one background thread) or `VllmRunner` (vLLM's engine on a GPU); request handlers
+receive deltas on per-request asyncio queues. `serve(...)` loads a model and runs uvicorn.
 """
 
 from lmlab.serve.app import ServeConfig, create_app, serve

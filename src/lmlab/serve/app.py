@@ -42,23 +42,24 @@ class ServeConfig:
     max_embedding_batch: int = 64
 
 
-def create_app(lm, config: ServeConfig | None = None, runner: EngineRunner | None = None) -> FastAPI:
+def create_app(runner, config: ServeConfig | None = None) -> FastAPI:
+    """The app over a runner (`runner.EngineRunner` or `vllm_runner.VllmRunner`), started and
+    stopped with the app."""
     cfg = config or ServeConfig()
-    tok = lm.tokenizer
-    ctx = lm.config.max_seq_len
-    vocab = lm.model.embed.weight.shape[0] if hasattr(lm.model, "embed") else tok.vocab_size
+    tok = runner.tokenizer
+    ctx = runner.config.max_seq_len
+    vocab = runner.config.vocab_size
     max_prompt = min(cfg.max_prompt_tokens or ctx - 1, ctx - 1)
     metrics = Metrics()
-    state: dict[str, Any] = {"runner": runner, "pending": 0}
+    state: dict[str, Any] = {"pending": 0}
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        if state["runner"] is None:
-            state["runner"] = EngineRunner(lm, cfg.max_concurrency).start()
+        runner.start()
         try:
             yield
         finally:
-            state["runner"].stop()
+            runner.stop()
 
     app = FastAPI(title="lmlab", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
 
@@ -199,12 +200,12 @@ def create_app(lm, config: ServeConfig | None = None, runner: EngineRunner | Non
                            "rate_limit_error", None, "queue_full", {"Retry-After": "1"})
         state["pending"] += 1
         metrics.prompt_tokens += len(ids)
-        return state["runner"].add(ids, params, stream)
+        return runner.add(ids, params, stream)
 
     def release(rid: str, finished: bool) -> None:
         state["pending"] -= 1
         if not finished:
-            state["runner"].abort(rid)
+            runner.abort(rid)
 
     async def collect(request: Request, jobs: list[tuple[str, asyncio.Queue]]):
         """Wait for every job's RequestOutput; abort them all if the client goes away."""
@@ -343,16 +344,21 @@ def create_app(lm, config: ServeConfig | None = None, runner: EngineRunner | Non
 
     # ---- completions ---------------------------------------------------------------------------
 
-    def prompts_of(prompt) -> list[list[int]]:
+    def prompt_list(prompt, limit: int, param: str) -> list[list[int]]:
+        """Token ids of each prompt (a string, strings, ids or lists of ids), each checked."""
         if isinstance(prompt, str):
-            return [tok.encode(prompt)]
-        if not prompt:
-            raise ApiError(400, "empty prompt", param="prompt")
-        if isinstance(prompt[0], str):
-            return [tok.encode(p) for p in prompt]
-        if isinstance(prompt[0], int):
-            return [list(prompt)]
-        return [list(p) for p in prompt]
+            prompts = [tok.encode(prompt)]
+        elif not prompt:
+            raise ApiError(400, f"empty {param}", param=param)
+        elif isinstance(prompt[0], str):
+            prompts = [tok.encode(p) for p in prompt]
+        elif isinstance(prompt[0], int):
+            prompts = [list(prompt)]
+        else:
+            prompts = [list(p) for p in prompt]
+        if len(prompts) > limit:
+            raise ApiError(400, f"at most {limit} {param}s per request", param=param)
+        return [check_prompt(p, param) for p in prompts]
 
     def legacy_logprobs(ids: list[int], lps: list, offset0: int) -> dict:
         tokens, token_lps, tops, offsets = [], [], [], []
@@ -376,11 +382,7 @@ def create_app(lm, config: ServeConfig | None = None, runner: EngineRunner | Non
     @app.post("/v1/completions")
     async def completions(request: Request):
         body: CompletionRequest = await read_body(request, CompletionRequest)
-        prompts = prompts_of(body.prompt)
-        if len(prompts) > cfg.max_queue:
-            raise ApiError(400, f"at most {cfg.max_queue} prompts per request", param="prompt")
-        for p in prompts:
-            check_prompt(p)
+        prompts = prompt_list(body.prompt, cfg.max_queue, "prompt")
         mt = limit_tokens(body.max_tokens, max(len(p) for p in prompts), 16)
         k = body.logprobs
         if k is not None and not 0 <= k <= 20:
@@ -472,21 +474,11 @@ def create_app(lm, config: ServeConfig | None = None, runner: EngineRunner | Non
     @app.post("/v1/embeddings")
     async def embeddings(request: Request):
         body: EmbeddingRequest = await read_body(request, EmbeddingRequest)
-        inputs = prompts_of(body.input)
-        if len(inputs) > cfg.max_embedding_batch:
-            raise ApiError(400, f"at most {cfg.max_embedding_batch} inputs per request", param="input")
-        for ids in inputs:
-            check_prompt(ids, "input")
+        inputs = prompt_list(body.input, cfg.max_embedding_batch, "input")
         if body.dimensions is not None:
             raise ApiError(400, "dimensions is not supported: the embedding size is the model's hidden size",
                            param="dimensions")
-
-        def run():
-            import torch
-            with torch.inference_mode():
-                return [lm.model.hidden_states(torch.tensor([ids]))[0].float().mean(0).tolist() for ids in inputs]
-
-        vectors = await state["runner"].call(run)
+        vectors = await runner.embed(inputs)
         data = []
         for i, v in enumerate(vectors):
             if body.encoding_format == "base64":
@@ -549,17 +541,15 @@ def create_app(lm, config: ServeConfig | None = None, runner: EngineRunner | Non
 
     @app.get("/health")
     async def health():
-        r = state["runner"]
-        ok = r is not None and r.thread.is_alive()
+        ok = runner.alive()
         return JSONResponse({"status": "ok" if ok else "starting", "model": cfg.model_name},
                             status_code=200 if ok else 503)
 
     @app.get("/metrics")
     async def prom(request: Request):
         check_key(request)
-        r = state["runner"]
-        return PlainTextResponse(metrics.render(state["pending"], r.running if r else 0, r.waiting if r else 0,
-                                                r.steps if r else 0, r.step_errors if r else 0),
+        return PlainTextResponse(metrics.render(state["pending"], runner.running, runner.waiting, runner.steps,
+                                                runner.step_errors),
                                  media_type="text/plain; version=0.0.4")
 
     @app.get("/")
@@ -625,18 +615,28 @@ def _is_loopback(host: str) -> bool:
 def serve(model: str | None = None, weights: str = "fp32", host: str = "127.0.0.1", port: int = 8000,
           api_key: str | None = None, max_concurrency: int = 32, max_queue: int = 256,
           compile: bool = False, served_model_name: str | None = None, log_level: str = "info",
-          **limits) -> None:
-    """Load a model and serve it until interrupted."""
+          engine: str = "lmlab", **limits) -> None:
+    """Load a model and serve it until interrupted; engine: "lmlab" (this package's, CPU or GPU)
+    or "vllm" (vLLM's, on a CUDA GPU; an optional dependency)."""
     if not api_key and not _is_loopback(host):
         raise LmlabError(f"refusing to bind to {host} without an API key: pass --api-key KEY "
                          "(or bind to 127.0.0.1)")
     import uvicorn
 
-    from lmlab.lm import load
+    if engine == "vllm":
+        from lmlab.serve.vllm_runner import VllmRunner
 
-    lm = load(model, weights, compile=compile)
+        if compile:
+            raise LmlabError("--compile applies to the lmlab engine; vLLM compiles its own graphs")
+        runner = VllmRunner.load(model, weights, max_concurrency)
+    elif engine == "lmlab":
+        from lmlab.lm import load
+
+        runner = EngineRunner(load(model, weights, compile=compile), max_concurrency)
+    else:
+        raise LmlabError(f"unknown engine {engine!r}; choose lmlab or vllm")
     name = served_model_name or (Path(model).stem if model else "smollm2")
     cfg = ServeConfig(model_name=name, api_key=api_key, max_concurrency=max_concurrency, max_queue=max_queue,
                       **{k: v for k, v in limits.items() if v is not None})
-    app = create_app(lm, cfg)
+    app = create_app(runner, cfg)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=2)

@@ -1,9 +1,16 @@
-"""The one thread that owns the Engine.
+"""Runners: what the app talks to instead of an engine.
 
-The engine is not thread-safe, so everything that touches it (add_request, abort, embeddings
-forward passes) goes through `inbox`, a thread-safe queue the loop drains before each step.
-Each request has an asyncio.Queue on the server's event loop; the engine thread hands it
-("delta", Delta), ("done", RequestOutput) or ("error", Exception) via call_soon_threadsafe.
+A runner has `tokenizer` and `config` (the served model's), `start()`, `stop()`, `alive()`,
+`add(prompt_ids, params, stream) -> (request_id, asyncio.Queue)`, `abort(request_id)` and
+`await embed(list_of_ids) -> vectors`, plus the gauges `running`, `waiting`, `steps` and
+`step_errors` for /metrics. The queue receives ("delta", Delta) items (only when `stream`), then
+("done", RequestOutput) or ("error", Exception); an LmlabError means a bad request (400).
+`EngineRunner` (here) drives lmlab's Engine; `vllm_runner.VllmRunner` drives vLLM's.
+
+EngineRunner: one thread owns the Engine. The engine is not thread-safe, so everything that
+touches it (add_request, abort, embeddings forward passes) goes through `inbox`, a thread-safe
+queue the loop drains before each step; results reach each request's asyncio.Queue on the
+server's event loop via call_soon_threadsafe.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ import threading
 import time
 from concurrent.futures import Future
 
+import torch
+
 from lmlab.engine.engine import Engine
 from lmlab.errors import LmlabError
 
@@ -25,7 +34,7 @@ log = logging.getLogger("lmlab.serve")
 
 class EngineRunner:
     def __init__(self, lm, max_batch: int = 32, admit_per_step: int = 4):
-        self.lm = lm
+        self.lm, self.tokenizer, self.config = lm, lm.tokenizer, lm.config
         # New requests enter the engine at most `admit_per_step` per step (each costs a prefill in
         # that step), so a burst of arrivals does not stall every running stream for one long step.
         self.admit_per_step = admit_per_step
@@ -52,6 +61,9 @@ class EngineRunner:
         self.inbox.put(("wake",))
         self.thread.join(timeout=10)
 
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
     # ---- called from the event loop ---------------------------------------------------------
 
     def add(self, prompt: list[int], params, stream: bool = True) -> tuple[str, asyncio.Queue]:
@@ -64,11 +76,16 @@ class EngineRunner:
     def abort(self, rid: str) -> None:
         self.inbox.put(("abort", rid))
 
-    def call(self, fn) -> "asyncio.Future":
-        """Run fn() on the engine thread (e.g. a forward pass for embeddings); await the result."""
+    async def embed(self, inputs: list[list[int]]) -> list[list[float]]:
+        """Mean-pooled final hidden states, computed on the engine thread between steps."""
+        def run():
+            with torch.inference_mode():
+                return [self.lm.model.hidden_states(torch.tensor([ids]))[0].float().mean(0).tolist()
+                        for ids in inputs]
+
         fut: Future = Future()
-        self.inbox.put(("call", fn, fut))
-        return asyncio.wrap_future(fut)
+        self.inbox.put(("call", run, fut))
+        return await asyncio.wrap_future(fut)
 
     # ---- the engine thread ------------------------------------------------------------------
 
