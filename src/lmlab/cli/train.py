@@ -1,7 +1,80 @@
-"""`lmlab train ...`: argument parsing only; the work is done by lmlab.train."""
+"""`lmlab train OBJECTIVE ...`: argument parsing only; the work is done by lmlab.train.
+
+Every objective takes the same options: `--config recipe.yaml`, the common flags below, and any
+`key=value` overrides of the config (dotted for sections: `lora.r=8`).
+"""
 
 from __future__ import annotations
 
+import argparse
+
+# flag -> config key; flags are shortcuts for the most used keys, overrides reach every key.
+FLAGS = {
+    "--model": ("model", str, "bundled name, HF folder, .gguf or hub id (default: bundled smollm2)"),
+    "--data": ("data", str, "training data (.jsonl, .json, .parquet, .csv, or hf:NAME[:SPLIT])"),
+    "--eval-data": ("eval_data", str, "held-out data evaluated during training"),
+    "--output": ("output", str, "run folder: metrics.jsonl, loss.png, checkpoints/, final/"),
+    "--method": ("method", str, "what trains: full | lora"),
+    "--max-steps": ("max_steps", int, "optimizer steps (0: run --epochs)"),
+    "--epochs": ("epochs", float, None),
+    "--batch-size": ("batch_size", int, "sequences per micro-batch per process"),
+    "--grad-accum": ("grad_accum", int, None),
+    "--max-length": ("max_length", int, "tokens per sequence (longer ones are cut)"),
+    "--lr": ("lr", float, None),
+    "--warmup-steps": ("warmup_steps", int, None),
+    "--schedule": ("schedule", str, "cosine | linear | constant"),
+    "--lora-r": ("lora.r", int, "LoRA rank"),
+    "--lora-alpha": ("lora.alpha", float, None),
+    "--seed": ("seed", int, None),
+    "--eval-every": ("eval_every", int, None),
+    "--save-every": ("save_every", int, "checkpoint every N steps (always at the end)"),
+    "--device": ("device", str, "auto | cpu | cuda"),
+}
+SWITCHES = {
+    "--resume": ("resume", "continue from the last complete checkpoint in --output"),
+    "--packing": ("packing", "pack sequences into full rows (else length-bucketed padding)"),
+    "--bf16": ("bf16", "bf16 autocast"),
+    "--gradient-checkpointing": ("gradient_checkpointing", "recompute activations in backward"),
+    "--skip-bad-rows": ("skip_bad_rows", "skip (and count) malformed data lines instead of stopping"),
+    "--no-progress": ("progress", "no progress bar"),
+}
+
+
+def _options() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--config", help="YAML recipe; flags and key=value overrides apply on top")
+    for flag, (key, typ, help_) in FLAGS.items():
+        p.add_argument(flag, dest=key, type=typ, default=argparse.SUPPRESS, help=help_)
+    for flag, (key, help_) in SWITCHES.items():
+        p.add_argument(flag, dest=key, action="store_const", const=flag != "--no-progress",
+                       default=argparse.SUPPRESS, help=help_)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="any config key, e.g. lora.dropout=0.1")
+    return p
+
 
 def register(sub, common) -> None:
-    """Add this area's subcommands to the top-level subparsers (called by lmlab.cli.main)."""
+    t = sub.add_parser("train", parents=[common], help="train: sft (more objectives per stage)")
+    tsub = t.add_subparsers(dest="objective", metavar="OBJECTIVE", required=True)
+    s = tsub.add_parser("sft", parents=[common, _options()],
+                        help="supervised fine-tuning (instruction tuning), LoRA or full")
+    s.set_defaults(func=cmd_train, run="lmlab.train.run:sft")
+
+
+def _config(args, cls):
+    from lmlab.config import load_config
+
+    keys = {k for k, *_ in FLAGS.values()} | {k for k, _ in SWITCHES.values()}
+    values = {k: v for k, v in vars(args).items() if k in keys}
+    return load_config(cls, args.config, args.overrides, **values)
+
+
+def cmd_train(args) -> int:
+    import importlib
+
+    from lmlab.report.table import print_kv
+    from lmlab.train.config import TrainConfig
+
+    module, _, name = args.run.partition(":")
+    result = getattr(importlib.import_module(module), name)(_config(args, TrainConfig))
+    print_kv({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in result.items()}, title=f"train {args.objective}")
+    return 0

@@ -1,0 +1,74 @@
+"""Training configuration: one dataclass for every objective, loadable from YAML (recipes/)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lmlab.errors import LmlabError
+
+
+@dataclass
+class LoraConfig:
+    r: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.05
+    targets: list[str] = field(default_factory=lambda: ["all-linear"])  # HF names, e.g. q_proj
+    int8_base: bool = False  # QLoRA-style: frozen base weights kept in int8
+
+
+@dataclass
+class TrainConfig:
+    model: str | None = None  # bundled name, HF folder, .gguf or hub id; None = bundled default
+    data: str | None = None
+    eval_data: str | None = None
+    output: str = "runs/sft"
+    method: str = "lora"  # full | lora
+    chat_template: bool = True  # render records with the model's chat template
+    max_length: int = 512
+    packing: bool = False  # pack sequences into full rows; else length-bucketed padding
+    skip_bad_rows: bool = False
+
+    max_steps: int = 0  # 0: run `epochs` epochs
+    epochs: float = 1.0
+    batch_size: int = 4  # sequences per micro-batch per process
+    grad_accum: int = 1
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 0
+    schedule: str = "cosine"  # cosine | linear | constant (after warmup)
+    min_lr_ratio: float = 0.0
+    max_grad_norm: float = 1.0  # 0 disables clipping
+    bf16: bool = False  # bf16 autocast (CPU AVX-512 bf16 or GPU)
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    distributed: str = "ddp"  # ddp | fsdp (used under torchrun)
+
+    log_every: int = 1
+    eval_every: int = 0  # steps; 0 = only at the end
+    save_every: int = 0  # steps; 0 = only at the end
+    keep_last: int = 2
+    early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0 = off
+    resume: bool = False
+    progress: bool = True
+
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+    def __post_init__(self):
+        checks = [
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}"),
+            (self.max_length >= 2, f"max_length must be >= 2, got {self.max_length}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.max_steps >= 0, f"max_steps must be >= 0, got {self.max_steps}"),
+            (self.epochs > 0 or self.max_steps > 0, "give max_steps or epochs > 0"),
+            (self.schedule in ("cosine", "linear", "constant"),
+             f"schedule must be cosine, linear or constant, got {self.schedule!r}"),
+            (self.distributed in ("ddp", "fsdp"), f"distributed must be ddp or fsdp, got {self.distributed!r}"),
+            (0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}"),
+            (self.keep_last >= 1, f"keep_last must be >= 1, got {self.keep_last}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise LmlabError(message)

@@ -1,0 +1,147 @@
+"""The training API that `lmlab train ...` calls: load, choose what trains, run, export.
+
+`sft(cfg)` is supervised fine-tuning; the pieces it is made of (load_base, apply_method,
+eval_loss, export, finish) are shared with every other objective.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from lmlab.errors import LmlabError
+from lmlab.train import data as D
+from lmlab.train.config import TrainConfig
+from lmlab.train.objectives import sft as sft_objective
+from lmlab.train.trainer import Batches, Trainer
+
+METHODS = ("full", "lora")
+
+
+def load_base(cfg: TrainConfig):
+    """(model in fp32, tokenizer, folder) for the configured model (bundled default)."""
+    from lmlab.model.io.hf import load_model
+    from lmlab.model.io.resolve import resolve
+    from lmlab.tokenizer import Tokenizer
+
+    folder = resolve(cfg.model)
+    torch.manual_seed(cfg.seed)
+    return load_model(folder).train(), Tokenizer.from_folder(folder), folder
+
+
+def apply_method(model, cfg: TrainConfig, quiet: bool = False) -> dict:
+    """Make the configured part of the model trainable; report the trainable fraction."""
+    if cfg.method not in METHODS:
+        raise LmlabError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
+    total = sum(p.numel() for p in model.parameters())
+    if cfg.method == "lora":
+        from lmlab.model.peft.lora import apply_lora
+
+        if cfg.lora.int8_base:
+            from lmlab.model.quant import Int8Linear, _replace_linears
+
+            _replace_linears(model.layers, Int8Linear)
+        apply_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    info = {"method": cfg.method, "trainable_params": trainable, "total_params": total,
+            "trainable_fraction": trainable / total}
+    if not quiet:
+        print(f"{cfg.method}: {trainable:,} trainable parameters of {total:,} ({100 * trainable / total:.3f}%)")
+    return info
+
+
+def sft_batches(cfg: TrainConfig, tokenizer, path: str, world: int = 1) -> Batches:
+    stats = {}
+    records = D.read_records(path, cfg.skip_bad_rows, stats)
+    if stats.get("skipped_rows"):
+        print(f"{path}: skipped {stats['skipped_rows']} malformed line(s)")
+    key = hashlib.sha256((tokenizer.backend.to_str() + str(tokenizer.chat_template)).encode()).hexdigest()
+    examples = D.tokenize_records(records, tokenizer, cfg.max_length, cfg.chat_template, cache_key=key)
+    if not examples:
+        raise LmlabError(f"{path}: no usable training examples")
+    pad = tokenizer.token_id(tokenizer.special_tokens.get("pad_token", "")) or 0
+    lengths = [len(e.ids) for e in examples]
+    global_batch = cfg.batch_size * world
+    if cfg.packing:
+        # A packed micro-batch holds about batch_size * max_length tokens per rank.
+        def plan(epoch):
+            order = D.length_batches(lengths, 1, cfg.seed, epoch)
+            out, cur, used = [], [], 0
+            for [i] in order:
+                if cur and used + lengths[i] > global_batch * cfg.max_length:
+                    out.append(cur)
+                    cur, used = [], 0
+                cur.append(i)
+                used += lengths[i]
+            return out + ([cur] if cur else [])
+    else:
+        def plan(epoch):
+            return [b for b in D.length_batches(lengths, global_batch, cfg.seed, epoch) if len(b) == global_batch] \
+                or [list(range(len(lengths)))]
+    return Batches(examples, plan, lambda ex: sft_objective.collate(ex, pad, cfg.packing, cfg.max_length))
+
+
+def eval_loss(loss_fn, examples, collate, batch_size: int = 8):
+    """A function model -> {"eval_loss": mean loss per counted unit} over fixed examples."""
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].ids))
+
+    def evaluate(model) -> dict:
+        total, count = 0.0, 0
+        for s in range(0, len(order), batch_size):
+            loss, n, _ = loss_fn(model, collate([examples[i] for i in order[s:s + batch_size]]))
+            total, count = total + float(loss), count + n
+        return {"eval_loss": total / max(count, 1)}
+
+    return evaluate
+
+
+def export(model, folder, cfg: TrainConfig) -> Path:
+    """DIR/final: an HF folder with adapters merged into the weights (what --model accepts);
+    for LoRA also DIR/adapter in peft's format."""
+    from lmlab.model.io.hf import load_model, save_model
+    from lmlab.model.peft.lora import load_adapter, lora_modules, merge_lora, save_adapter
+
+    out = Path(cfg.output)
+    if lora_modules(model):
+        save_adapter(model, out / "adapter", base_model=str(folder), dropout=cfg.lora.dropout)
+        if cfg.lora.int8_base:  # merge into full-precision weights, not the int8 ones
+            model = load_adapter(load_model(folder), out / "adapter")
+        model = merge_lora(model)
+    save_model(model.eval(), out / "final", tokenizer_folder=folder)
+    return out / "final"
+
+
+def finish(trainer: Trainer, model, folder, cfg: TrainConfig, result: dict, title: str) -> dict:
+    """Export, plot, save the resolved config; rank 0 only."""
+    from lmlab.config import save_config
+    from lmlab.report.curves import plot_curves
+
+    out = Path(cfg.output)
+    if trainer.d.main:
+        save_config(cfg, out / "config.yaml")
+        result["final"] = str(export(model, folder, cfg))
+        if (out / "metrics.jsonl").is_file():
+            result["curves"] = str(plot_curves(out / "metrics.jsonl", out / "loss.png", title))
+    trainer.d.barrier()
+    return result
+
+
+def sft(cfg: TrainConfig) -> dict:
+    """Supervised fine-tuning (instruction tuning); returns the last metrics and output paths."""
+    from lmlab.train.distributed import setup
+
+    if not cfg.data:
+        raise LmlabError("no training data: give data (a .jsonl/.parquet file)")
+    d = setup(cfg.device)
+    model, tokenizer, folder = load_base(cfg)
+    info = apply_method(model, cfg, quiet=not d.main)
+    data = sft_batches(cfg, tokenizer, cfg.data, d.world)
+    evaluate = None
+    if cfg.eval_data:
+        held = sft_batches(cfg, tokenizer, cfg.eval_data)
+        evaluate = eval_loss(sft_objective.loss, held.examples, held.collate, cfg.batch_size)
+    trainer = Trainer(model, sft_objective.loss, data, cfg, evaluate, d)
+    result = {**info, **trainer.fit()}
+    return finish(trainer, model, folder, cfg, result, "SFT")
