@@ -1,0 +1,138 @@
+"""Reward model (InstructGPT, Llama 2): the LM's trunk with a scalar head on each response's last
+token, trained on pairs with -log sigmoid(r_chosen - r_rejected - margin).
+
+Optional reward centering (Eisenstein et al. 2023) adds c * (r_chosen + r_rejected)^2, which keeps
+rewards near zero without changing their order. Several reward models combine into one score
+(`Combined`), e.g. Llama 2's helpfulness and safety models.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmlab.errors import LmlabError
+from lmlab.train.objectives import responses as R
+
+HEAD_FILE = "reward_head.safetensors"  # holds "score.weight", the name transformers' *ForSequenceClassification uses
+
+
+class RewardModel(nn.Module):
+    def __init__(self, lm: nn.Module, head: nn.Linear | None = None):
+        super().__init__()
+        self.lm = lm
+        self.config = lm.config
+        if head is None:  # transformers' init for a new score head: N(0, initializer_range)
+            head = nn.Linear(lm.config.dim, 1, bias=False)
+            nn.init.normal_(head.weight, 0.0, 0.02)
+        self.head = head.to(next(lm.parameters()).device)
+
+    # The trainer switches gradient checkpointing on the model it gets; it belongs to the trunk.
+    @property
+    def gradient_checkpointing(self):
+        return self.lm.gradient_checkpointing
+
+    @gradient_checkpointing.setter
+    def gradient_checkpointing(self, value):
+        self.lm.gradient_checkpointing = value
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        """One reward per response of a packed batch (see responses.pack): [S]."""
+        h = R.hidden_states(self.lm, batch)
+        return self.head(h[batch["last"]]).squeeze(-1).float()
+
+    @torch.no_grad()
+    def score(self, items: list[tuple[list[int], list[list[int]]]], batch_size: int = 8,
+              context=nullcontext) -> list[float]:
+        """Rewards for (prompt ids, [response ids, ...]) items, flattened in order. `context` is
+        entered around the forward passes (an adapter swap when the trunk is shared)."""
+        was = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        out = []
+        with context():
+            for s in range(0, len(items), batch_size):
+                batch = {k: v.to(device) if torch.is_tensor(v) else v
+                         for k, v in R.pack(items[s:s + batch_size]).items()}
+                out += self(batch).tolist()
+        self.train(was)
+        return out
+
+    def save_head(self, folder) -> None:
+        from safetensors.torch import save_file
+
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        save_file({"score.weight": self.head.weight.detach().float().contiguous()}, str(Path(folder) / HEAD_FILE))
+
+
+def load_head(folder) -> nn.Linear:
+    from safetensors.torch import load_file
+
+    path = Path(folder) / HEAD_FILE
+    if not path.is_file():
+        raise LmlabError(f"{folder}: not a reward model (no {HEAD_FILE}); train one with `lmlab train rm`")
+    w = load_file(str(path))["score.weight"]
+    head = nn.Linear(w.shape[1], 1, bias=False)
+    head.weight.data.copy_(w)
+    return head
+
+
+def collate(items, pad_id: int = 0) -> dict:
+    """Pairs (Ranked with two responses) packed one per row, with their margins."""
+    batch = R.pack([(r.prompt, r.responses) for r in items], pad_id)
+    batch["margin"] = torch.tensor([r.margin for r in items], dtype=torch.float)
+    return batch
+
+
+def make_loss(center: float = 0.0):
+    def loss(model: RewardModel, batch) -> tuple:
+        r = model(batch)
+        chosen, rejected = r[0::2], r[1::2]
+        losses = -F.logsigmoid(chosen - rejected - batch["margin"])
+        if center:
+            losses = losses + center * (chosen + rejected) ** 2
+        acc = (chosen > rejected).float().mean().item()
+        return losses.sum(), len(chosen), {"tokens": batch["tokens"], "accuracy": acc,
+                                           "reward_margin": (chosen - rejected).mean().item()}
+    return loss
+
+
+def pair_accuracy(model: RewardModel, examples, batch_size: int = 8) -> dict:
+    """Held-out pair accuracy (ties count half) and mean loss: an evaluate function's result."""
+    device = next(model.parameters()).device
+    right = total = loss_sum = 0.0
+    for s in range(0, len(examples), batch_size):
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in collate(examples[s:s + batch_size]).items()}
+        r = model(batch)
+        chosen, rejected = r[0::2], r[1::2]
+        right += float((chosen > rejected).sum() + 0.5 * (chosen == rejected).sum())
+        loss_sum += float(-F.logsigmoid(chosen - rejected - batch["margin"]).sum())
+        total += len(chosen)
+    return {"eval_loss": loss_sum / max(total, 1), "eval_accuracy": right / max(total, 1)}
+
+
+class Combined:
+    """Several reward models as one score. how="sum": sum of weight * reward. how="gate"
+    (Llama 2): the last model judges safety; below `threshold` its reward is the score,
+    otherwise the first model's (helpfulness)."""
+
+    def __init__(self, scorers: list, weights: list[float] | None = None, how: str = "sum",
+                 threshold: float = 0.0):
+        if how not in ("sum", "gate"):
+            raise LmlabError(f"reward combination must be sum or gate, got {how!r}")
+        if how == "gate" and len(scorers) < 2:
+            raise LmlabError("gate needs two reward models: helpfulness first, safety last")
+        self.scorers, self.how, self.threshold = scorers, how, threshold
+        self.weights = weights or [1.0] * len(scorers)
+        if len(self.weights) != len(scorers):
+            raise LmlabError(f"{len(self.weights)} reward weights for {len(scorers)} reward models")
+
+    def __call__(self, items) -> list[float]:
+        scores = [s(items) for s in self.scorers]
+        if self.how == "sum":
+            return [sum(w * x for w, x in zip(self.weights, xs)) for xs in zip(*scores)]
+        return [xs[-1] if xs[-1] < self.threshold else xs[0] for xs in zip(*scores)]
