@@ -17,6 +17,52 @@ class LoraConfig:
 
 
 @dataclass
+class RewardConfig:
+    """Reward models: training (`lmlab train rm`) and scoring (ppo, grpo, rsft)."""
+    center: float = 0.0  # reward centering: adds center * (r_chosen + r_rejected)^2 to the loss
+    models: list[str] = field(default_factory=list)  # trained reward models (run folders) that score
+    weights: list[float] = field(default_factory=list)  # one per model for combine=sum (default 1)
+    combine: str = "sum"  # sum | gate (Llama 2: the last model is safety, used when below threshold)
+    threshold: float = 0.0
+
+
+@dataclass
+class DPOConfig:
+    beta: float = 0.1  # strength of the implicit KL constraint to the reference
+    loss: str = "sigmoid"  # sigmoid | robust | ipo
+    label_smoothing: float = 0.0  # assumed rate of flipped labels (sigmoid: conservative DPO; robust)
+    reference: str | None = None  # a separate reference model; default: the starting model
+    precompute_ref: bool = False  # reference log-probs once before training, then no reference passes
+
+
+@dataclass
+class PPOConfig:
+    """Rollouts and updates of ppo and grpo; rsft uses the sampling settings."""
+    rollout_size: int = 16  # prompts per rollout (one trainer epoch = one rollout and its updates)
+    samples: int = 4  # responses per prompt: grpo's group, rsft's best-of-K
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    ppo_epochs: int = 2  # passes over each rollout
+    clip: float = 0.2  # policy ratio clip
+    clip_value: float = 0.2  # value prediction clip around the rollout's values
+    vf_coef: float = 0.1
+    gamma: float = 1.0
+    lam: float = 0.95  # GAE lambda
+    kl_coef: float = 0.05  # per-token KL penalty (ppo) or KL loss weight (grpo)
+    kl_estimator: str = "k1"  # k1 (log ratio) | k3 (Schulman's low-variance estimator)
+    kl_target: float = 0.0  # > 0: adapt kl_coef towards this KL per response (Ziegler et al.)
+    kl_horizon: int = 10000
+    whiten_advantages: bool = True
+    missing_eos_penalty: float = 0.0  # subtracted from the reward of responses cut at max_new_tokens
+    eval_prompts: int = 32  # held-out prompts sampled for eval_reward / eval_kl
+
+
+@dataclass
+class PROConfig:
+    sft_weight: float = 0.05  # weight of the SFT term on the best response
+
+
+@dataclass
 class TrainConfig:
     model: str | None = None  # bundled name, HF folder, .gguf or hub id; None = bundled default
     data: str | None = None
@@ -54,6 +100,10 @@ class TrainConfig:
     progress: bool = True
 
     lora: LoraConfig = field(default_factory=LoraConfig)
+    rm: RewardConfig = field(default_factory=RewardConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    pro: PROConfig = field(default_factory=PROConfig)
 
     def __post_init__(self):
         checks = [
