@@ -124,6 +124,7 @@ class Trainer:
         while self.state["step"] < self.total_steps:
             self.module.train()
             totals = [0.0, 0.0, 0.0]  # loss sum, count, tokens (this rank)
+            extra = {}  # the objective's other metrics (this rank's), averaged over the micro-batches
             for _ in range(cfg.grad_accum):
                 if self.state["batch"] >= len(plan):
                     self.state["epoch"] += 1
@@ -139,6 +140,9 @@ class Trainer:
                 totals[0] += loss_sum.item()
                 totals[1] += count
                 totals[2] += metrics.get("tokens", 0)
+                for k, v in metrics.items():
+                    if k != "tokens":
+                        extra[k] = extra.get(k, 0.0) + v / cfg.grad_accum
             loss_total, count, step_tokens = d.sum(totals)
             if not math.isfinite(loss_total):
                 kept = checkpoint.latest(self.out / "checkpoints")
@@ -161,7 +165,7 @@ class Trainer:
             tokens += step_tokens
             step = self.state["step"]
             last = {"step": step, "loss": loss_total / max(count, 1), "lr": lr, "grad_norm": grad_norm,
-                    "tokens_per_s": tokens / (time.perf_counter() - t0)}
+                    "tokens_per_s": tokens / (time.perf_counter() - t0), **extra}
             bar.update(1)
             bar.set_postfix(loss=f"{last['loss']:.4f}", tok_s=f"{last['tokens_per_s']:.0f}")
             stop = False
