@@ -82,3 +82,48 @@ def pair(request, tmp_path_factory):
         return built[name]
 
     return get
+
+
+# ---- training fixtures: a tiny random Llama that speaks the bundled tokenizer ----------------------
+
+@pytest.fixture(scope="session")
+def tiny_folder(bundled_folder, tmp_path_factory):
+    """An HF folder: 2-layer Llama (hidden 64) with the bundled model's tokenizer and chat template."""
+    import shutil
+
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    cfg = transformers.LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                                   tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(cfg)
+    folder = tmp_path_factory.mktemp("tiny")
+    model.save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
+                 "chat_template.jinja"):
+        if (bundled_folder / name).is_file():
+            shutil.copy(bundled_folder / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """40 short instruction records in the three supported formats (prompt/completion, messages,
+    Alpaca)."""
+    import json
+    import random
+
+    rng = random.Random(0)
+    path = tmp_path_factory.mktemp("data") / "sft.jsonl"
+    lines = []
+    for i in range(40):
+        a, b = rng.randint(1, 50), rng.randint(1, 50)
+        rec = [{"prompt": f"What is {a} plus {b}?", "completion": str(a + b)},
+               {"messages": [{"role": "user", "content": f"Add {a} and {b}."},
+                             {"role": "assistant", "content": str(a + b)}]},
+               {"instruction": "Add the numbers.", "input": f"{a} {b}", "output": str(a + b)}][i % 3]
+        lines.append(json.dumps(rec))
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -80,7 +80,8 @@ class Trainer:
     # ---- checkpoints ------------------------------------------------------------------------
 
     def _trainable_names(self) -> set[str]:
-        return {n for n, p in self.module.named_parameters() if p.requires_grad}
+        # Names as get_state_dict gives them: relative to _Objective, without DDP's "module.".
+        return {"model." + n for n, p in self.model.named_parameters() if p.requires_grad}
 
     def save(self) -> Path:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
@@ -89,6 +90,8 @@ class Trainer:
         model_state, optim_state = get_state_dict(self.module, self.optimizer, options=opts)
         keep = self._trainable_names()
         model_state = {k: v for k, v in model_state.items() if k in keep}
+        if not all(torch.isfinite(v).all() for v in model_state.values()):
+            self._diverged("the weights became non-finite", saved=True)
         self._saved = self.state["step"]
         return checkpoint.save(self.out / "checkpoints", self.state["step"], model_state, optim_state,
                                self.state, self.d, self.cfg.keep_last)
@@ -145,10 +148,7 @@ class Trainer:
                         extra[k] = extra.get(k, 0.0) + v / cfg.grad_accum
             loss_total, count, step_tokens = d.sum(totals)
             if not math.isfinite(loss_total):
-                kept = checkpoint.latest(self.out / "checkpoints")
-                raise LmlabError(f"loss became {loss_total} at step {self.state['step'] + 1}; stopped before "
-                                 f"updating the weights. Last good checkpoint: {kept or 'none yet'} "
-                                 "(lower the learning rate, or check the data)")
+                self._diverged(f"loss became {loss_total}")
             # DDP averaged over ranks; turn that into a mean over the global count.
             scale = d.world / max(count, 1)
             for p in self.params:
@@ -156,6 +156,8 @@ class Trainer:
                     p.grad.mul_(scale)
             grad_norm = (torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm or float("inf"))
                          .item())
+            if not math.isfinite(grad_norm):
+                self._diverged(f"the gradient norm became {grad_norm}")
             lr = cfg.lr * lr_factor(self.state["step"], self.total_steps, cfg)
             for g in self.optimizer.param_groups:
                 g["lr"] = lr
@@ -187,6 +189,13 @@ class Trainer:
         if self._saved != self.state["step"]:
             self.save()
         return last
+
+    def _diverged(self, what: str, saved: bool = False) -> None:
+        """Stop without writing anything: the last checkpoint stays the last good one."""
+        kept = checkpoint.latest(self.out / "checkpoints")
+        when = "after" if saved else "at"
+        raise LmlabError(f"{what} {when} step {self.state['step'] + (0 if saved else 1)}; stopped. Last good "
+                         f"checkpoint: {kept or 'none yet'} (lower the learning rate, or check the data)")
 
     def _evaluate(self) -> dict:
         self.module.eval()
