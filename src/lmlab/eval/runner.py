@@ -1,0 +1,160 @@
+"""`evaluate(lm, tasks, ...)`: the one entry point the CLI and Python share.
+
+For each task: load the data, check and render every item (bad input fails here, naming the
+file and the line, before any model time is spent), build the prompts, run the task type,
+then summarise with standard errors and write DIR/results.json and DIR/samples_<task>.jsonl.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from lmlab.errors import LmlabError
+from lmlab.eval import generative, multiple_choice, perplexity, results
+from lmlab.eval.data import load_records
+from lmlab.eval.prompting import PromptOptions, Prompter
+from lmlab.eval.tasks import Task, get_task, make_items, with_prompt
+
+
+def evaluate(lm, tasks: str | Task | list[str | Task], *, data: str | None = None, limit: int | None = None,
+             fewshot: int = 0, seed: int = 1234, chat_template: bool = False, cot: bool = False,
+             zero_shot_cot: bool = False, self_consistency: int = 0, temperature: float = 0.7,
+             max_new_tokens: int | None = None, fmt: str | None = None, prompt_template: str | None = None,
+             split: str | None = None, max_length: int | None = None, samples: int = 1,
+             ks: tuple[int, ...] = (1,), output_dir: str | Path | None = None, progress: bool = True,
+             model_name: str | None = None) -> dict:
+    """Evaluate `lm` on tasks (built-in names, YAML files or Task objects); returns the report
+    that results.json holds: {"results": {task: metrics}, "config", "model", "versions", ...}."""
+    tasks = tasks if isinstance(tasks, list) else [tasks]
+    tasks = [with_prompt(t if isinstance(t, Task) else get_task(t, fmt), prompt_template) for t in tasks]
+    if limit is not None and limit < 1:
+        raise LmlabError(f"--limit must be >= 1, got {limit}")
+    if cot and not fewshot:
+        fewshot = 8  # chain-of-thought prompting is few-shot by definition (Wei et al. used 8)
+    options = PromptOptions(fewshot, seed, chat_template, cot, zero_shot_cot, self_consistency, temperature)
+    config = {"tasks": [t.name for t in tasks], "data": data, "limit": limit, "fewshot": fewshot, "seed": seed,
+              "chat_template": chat_template, "cot": cot, "zero_shot_cot": zero_shot_cot,
+              "self_consistency": self_consistency, "temperature": temperature if self_consistency else 0.0,
+              "max_new_tokens": max_new_tokens, "format": fmt, "prompt_template": prompt_template,
+              "max_length": max_length or lm.model.config.max_seq_len}
+    report = results.new_report(config, _model_info(lm, model_name))
+    all_samples = {}
+    for task in tasks:
+        t0 = time.perf_counter()
+        metrics, samples = _run_task(lm, task, data, split, limit, options, max_length, max_new_tokens,
+                                     samples_n=samples, ks=ks, output_dir=output_dir, progress=progress)
+        seconds = time.perf_counter() - t0
+        for name, m in metrics.items():
+            n = m.get("n") or len(samples or [])
+            m.update(seconds=round(seconds, 3), items_per_s=round(n / seconds, 3) if seconds else None)
+            report["results"][name] = m
+        if samples is not None:
+            all_samples[task.name] = samples
+    if output_dir is not None:
+        results.write(output_dir, report, all_samples)
+    return report
+
+
+def _model_info(lm, name: str | None) -> dict:
+    p = next(lm.model.parameters())
+    return {"name": name or (lm.folder.name if lm.folder else None), "folder": str(lm.folder) if lm.folder else None,
+            "dtype": str(p.dtype).replace("torch.", ""), "params": sum(x.numel() for x in lm.model.parameters())}
+
+
+def _data_source(task: Task, data: str | None) -> str:
+    source = data or task.data
+    if not source:
+        raise LmlabError(f"task {task.name}: no data; give --data FILE (or `data:` in the task YAML)")
+    return source
+
+
+def _run_task(lm, task: Task, data, split, limit, options, max_length, max_new_tokens, *, samples_n, ks,
+              output_dir, progress) -> tuple[dict[str, dict], list[dict] | None]:
+    if task.kind == "humaneval":
+        return {task.name: _humaneval(lm, limit, samples_n, ks, options, output_dir)}, None
+    source = _data_source(task, data)
+    records = (task.loader or load_records)(source, split or task.split)
+    if limit:  # the first N items; for grouped data (MMLU subjects) the first N of each group
+        records = _first_per_group(records, limit)
+    if not records:
+        raise LmlabError(f"{source}: no items")
+    items = make_items(task, records)
+    pool = task.fewshot_loader(source) if (task.fewshot_loader and options.fewshot) else None
+    bar = _bar(task.name, len(items)) if progress else None
+    tick = bar.advance if bar else None
+    try:
+        out = _run_items(lm, task, items, pool, options, max_length, max_new_tokens, tick)
+    finally:
+        if bar:
+            bar.close()
+    return out
+
+
+def _first_per_group(records, limit: int):
+    kept, seen = [], {}
+    for r in records:
+        seen[r.group] = seen.get(r.group, 0) + 1
+        if seen[r.group] <= limit:
+            kept.append(r)
+    return kept
+
+
+def _run_items(lm, task: Task, items, pool, options, max_length, max_new_tokens, tick):
+    """Run one task's items -> ({result name: metrics}, samples)."""
+    if task.kind == "perplexity":
+        samples, corpus = perplexity.run(lm, items, max_length=max_length, progress=tick)
+        metrics = {m: corpus[m] for m in task.metrics}
+        metrics.update({f"{m}_stderr": None for m in task.metrics}, n=corpus["n"], tokens=corpus["tokens"])
+        return {task.name: metrics}, samples
+    prompter = Prompter(task, items, options, lm.tokenizer, pool)
+    if task.kind == "multiple_choice":
+        samples = multiple_choice.run(lm, task, items, prompter, max_length=max_length, progress=tick)
+        out = {task.name: results.summarize(samples, task.metrics)}
+        groups = sorted({s["group"] for s in samples if s["group"]})
+        if len(groups) > 1:  # per subject (MMLU): one row each, after the overall one
+            for g in groups:
+                out[f"{task.name}:{g}"] = results.summarize([s for s in samples if s["group"] == g],
+                                                            task.metrics)
+        return out, samples
+    samples = generative.run(lm, task, items, prompter, max_new_tokens=max_new_tokens, progress=tick)
+    metrics = results.summarize(samples, ["exact_match"]) if "exact_match" in task.metrics else \
+        {"n": len(samples)}
+    for name, value in generative.reference_metrics(task, samples).items():
+        metrics[name], metrics[f"{name}_stderr"] = value, None
+    return {task.name: metrics}, samples
+
+
+def _humaneval(lm, limit, n_samples, ks, options: PromptOptions, output_dir) -> dict:
+    try:
+        from lmlab.eval.code import evaluate_humaneval
+    except ImportError as e:
+        raise LmlabError(f"humaneval is unavailable ({e})") from None
+    temperature = options.temperature if n_samples > 1 else 0.0
+    m = evaluate_humaneval(lm, limit=limit, n_samples=n_samples, ks=tuple(ks), temperature=temperature,
+                           seed=options.seed, output_dir=output_dir)
+    return {**m, **{f"{k}_stderr": None for k in m if k.startswith("pass@") and f"{k}_stderr" not in m}}
+
+
+class _bar:
+    """A tqdm bar counted in items (items/s and ETA), fed fractional progress by the runners."""
+
+    def __init__(self, name: str, total: int):
+        from tqdm import tqdm
+
+        self.tqdm = tqdm(total=total, desc=name, unit="item", dynamic_ncols=True)
+        self.done = 0.0
+
+    def advance(self, n: float) -> None:
+        before = int(self.done)
+        self.done = min(self.done + n, self.tqdm.total)
+        if int(self.done) > before:
+            self.tqdm.update(int(self.done) - before)
+
+    def close(self) -> None:
+        if self.total_reached():  # fractional progress may stop a hair short of the total
+            self.tqdm.update(self.tqdm.total - self.tqdm.n)
+        self.tqdm.close()
+
+    def total_reached(self) -> bool:
+        return self.tqdm.total - self.done < 1e-6 * self.tqdm.total + 1e-9 and self.tqdm.n < self.tqdm.total
