@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from lmlab.errors import LmlabError
 
 # HF model_type -> our family. Mistral and Qwen2 are Llama blocks with small switches.
-FAMILIES = {"llama": "llama", "mistral": "llama", "qwen2": "llama", "gpt2": "gpt2"}
+FAMILIES = {"llama": "llama", "mistral": "llama", "qwen2": "llama", "mixtral": "llama", "gpt2": "gpt2"}
 # HF activation names -> ours ("gelu_tanh" is GPT-2's tanh approximation).
 ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu": "gelu", "gelu_new": "gelu_tanh",
                "gelu_pytorch_tanh": "gelu_tanh", "gelu_tanh": "gelu_tanh"}
@@ -38,18 +38,40 @@ class ModelConfig:
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
     pad_token_id: int | None = None
+    # Mixture-of-Experts FFN (lmlab.model.moe; Mixtral's layout); 0 experts = a dense FFN.
+    n_experts: int = 0
+    experts_per_token: int = 2  # top-k routing
+    capacity_factor: float = 0.0  # training only: tokens per expert <= factor * fair share; 0 = no limit
+    aux_loss_coef: float = 0.01  # weight of the load-balancing loss (transformers' router_aux_loss_coef)
     extra: dict = field(default_factory=dict)  # other config.json keys, written back unchanged
 
     def __post_init__(self):
         if self.family not in ("llama", "gpt2"):
             raise LmlabError(f"unknown model family {self.family!r}; expected 'llama' or 'gpt2'")
+        self._check_shape()
         if not self.head_dim:
             self.head_dim = self.dim // self.n_heads
         self.hidden_act = _activation(self.hidden_act)
         if self.family == "gpt2":  # GPT-2 blocks always carry biases
             self.qkv_bias = self.o_bias = self.mlp_bias = True
+
+    def _check_shape(self) -> None:
+        """Impossible shapes fail here, before any weights or data are touched."""
+        for name in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "max_seq_len"):
+            if getattr(self, name) < 1:
+                raise LmlabError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.head_dim and self.dim % self.n_heads:
+            raise LmlabError(f"dim={self.dim} is not divisible by n_heads={self.n_heads}")
         if self.n_heads % self.n_kv_heads:
             raise LmlabError(f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
+        if self.n_experts < 0 or self.capacity_factor < 0:
+            raise LmlabError("n_experts and capacity_factor must be >= 0")
+        if self.n_experts:
+            if self.family != "llama":
+                raise LmlabError("a Mixture-of-Experts FFN needs the llama family (SwiGLU experts)")
+            if not 1 <= self.experts_per_token <= self.n_experts:
+                raise LmlabError(f"experts_per_token={self.experts_per_token} must be between 1 and "
+                                 f"n_experts={self.n_experts}")
 
     @property
     def eos_ids(self) -> list[int]:
@@ -94,7 +116,8 @@ class ModelConfig:
                  "num_key_value_heads", "head_dim", "intermediate_size", "max_position_embeddings",
                  "rms_norm_eps", "rope_theta", "rope_scaling", "rope_parameters", "tie_word_embeddings",
                  "attention_bias", "mlp_bias", "sliding_window", "use_sliding_window", "max_window_layers",
-                 "hidden_act", "bos_token_id", "eos_token_id", "pad_token_id"}
+                 "hidden_act", "bos_token_id", "eos_token_id", "pad_token_id", "num_local_experts",
+                 "num_experts_per_tok", "router_aux_loss_coef"}
         attention_bias = bool(hf.get("attention_bias", False))
         return cls(
             family="llama", model_type=mt, vocab_size=hf["vocab_size"], dim=hf["hidden_size"],
@@ -109,6 +132,8 @@ class ModelConfig:
             mlp_bias=bool(hf.get("mlp_bias", False)), sliding_window=window,
             window_from_layer=window_from, bos_token_id=hf.get("bos_token_id"),
             eos_token_id=hf.get("eos_token_id"), pad_token_id=hf.get("pad_token_id"),
+            n_experts=hf.get("num_local_experts", 0) if mt == "mixtral" else 0,
+            experts_per_token=hf.get("num_experts_per_tok", 2), aux_loss_coef=hf.get("router_aux_loss_coef", 0.01),
             extra={k: v for k, v in hf.items() if k not in known})
 
     def to_hf(self) -> dict:
@@ -121,7 +146,8 @@ class ModelConfig:
                       activation_function={"gelu_tanh": "gelu_new"}.get(c.hidden_act, c.hidden_act),
                       bos_token_id=c.bos_token_id, eos_token_id=c.eos_token_id, tie_word_embeddings=True)
             return hf
-        arch = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+        arch = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
+                "mixtral": "MixtralForCausalLM"}
         hf = dict(c.extra)
         hf.update(
             model_type=c.model_type, architectures=[arch[c.model_type]], vocab_size=c.vocab_size,
@@ -133,8 +159,11 @@ class ModelConfig:
             bos_token_id=c.bos_token_id, eos_token_id=c.eos_token_id, pad_token_id=c.pad_token_id)
         if c.model_type == "llama":
             hf.update(attention_bias=c.qkv_bias, mlp_bias=c.mlp_bias)
-        if c.model_type == "mistral":
+        if c.model_type in ("mistral", "mixtral"):
             hf["sliding_window"] = c.sliding_window
+        if c.model_type == "mixtral":
+            hf.update(num_local_experts=c.n_experts, num_experts_per_tok=c.experts_per_token,
+                      router_aux_loss_coef=c.aux_loss_coef)
         if c.model_type == "qwen2":
             hf.update(use_sliding_window=c.sliding_window is not None,
                       sliding_window=c.sliding_window, max_window_layers=c.window_from_layer)

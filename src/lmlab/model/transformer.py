@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lmlab.model.config import ModelConfig
+from lmlab.model.moe import MoE
 from lmlab.model.rope import Rotary, apply_rotary
 
 
@@ -93,7 +94,7 @@ class Block(nn.Module):
         super().__init__()
         norm = (lambda: RMSNorm(c.dim, c.norm_eps)) if c.family == "llama" else (lambda: nn.LayerNorm(c.dim, c.norm_eps))
         self.attn_norm, self.attn = norm(), Attention(c, layer)
-        self.mlp_norm, self.mlp = norm(), (GatedMLP(c) if c.family == "llama" else MLP(c))
+        self.mlp_norm, self.mlp = norm(), (MoE(c) if c.n_experts else GatedMLP(c) if c.family == "llama" else MLP(c))
 
     def forward(self, x, rope, mask, cache):
         x = x + self.attn(self.attn_norm(x), rope, mask, cache)
