@@ -169,6 +169,15 @@ def test_killing_the_evaluator_outright_is_contained():
     assert result.status == "failed"
 
 
+@linux
+def test_the_working_directory_is_a_size_limited_tmpfs():
+    if "tmpfs" not in capabilities():
+        pytest.skip(f"no mount namespace here ({capabilities()})")
+    filler = "for i in range(8):\n    open(f'f{i}', 'wb').write(bytes(5 * 1024 * 1024))"
+    result = run_program(filler, disk_mb=16, file_size_mb=8)
+    assert result.reason == "OSError: [Errno 28] No space left on device"
+
+
 def test_a_flood_of_output_is_capped_by_the_file_size_limit():
     result = run_program("while True:\n    print('x' * 1000)", timeout=5, file_size_mb=1)
     assert not result.passed and result.status != "timeout"

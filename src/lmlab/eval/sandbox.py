@@ -16,6 +16,7 @@ Layers, each used where the OS allows it (`SandboxResult.layers` says which were
   along): a network namespace with no interfaces up (no network at all, loopback included) and
   a pid namespace in which the evaluator and the runner do not exist. Its pid 1 is a trusted
   reaper; when the program ends or the runner kills pid 1, the kernel kills every process left.
+  With a mount namespace too, the working directory is a private tmpfs of `disk_mb`.
 - Landlock (Linux >= 5.13): reads only under the Python installation and system libraries,
   writes only in the working directory; TCP bind/connect denied (ABI >= 4); signals and
   abstract Unix sockets scoped to the sandbox (ABI >= 6). /proc is not readable, and Landlock
@@ -31,7 +32,8 @@ Limits, honestly: without a pid namespace or Landlock (ABI >= 6) only the guard 
 from signalling the evaluator, and a grandchild that calls setsid() escapes the group kill;
 without Landlock, writes outside the working directory are stopped by the guard alone; Unix
 sockets bound to paths are not covered by the network namespace or Landlock; memory is limited
-per process (RLIMIT_AS), so N processes may use N times the limit (N <= max_processes).
+per process (RLIMIT_AS), so N processes may use N times the limit (N <= max_processes); without
+the tmpfs, the disk used is bounded only by the file size limit, the timeout and the disk speed.
 
 This file runs as a script in the child: it must import nothing but the standard library.
 """
@@ -76,12 +78,14 @@ class SandboxResult:
 
 
 def run_program(source: str, *, timeout: float = 10.0, memory_mb: int = 512, file_size_mb: int = 16,
-                max_processes: int = 32, guard: bool = True, kernel_layers: bool = True,
+                max_processes: int = 32, disk_mb: int = 64, guard: bool = True, kernel_layers: bool = True,
                 env: dict[str, str] | None = None) -> SandboxResult:
     """Run Python `source` as a program in the sandbox and report how it ended.
 
     timeout: wall-clock seconds; memory_mb: address space per process; file_size_mb: the largest
     file it may write (its captured output included); max_processes: processes and threads;
+    disk_mb: the working directory's size, where a tmpfs can be mounted on it (elsewhere only
+    file_size_mb per file and the timeout bound the disk used);
     guard: install the Python-level audit hook (turn off only to test the kernel layers);
     kernel_layers: namespaces, Landlock and the pids cgroup (turn off only to test what systems
     without them get: process, rlimits and guard);
@@ -92,9 +96,11 @@ def run_program(source: str, *, timeout: float = 10.0, memory_mb: int = 512, fil
 
     from lmlab.errors import LmlabError
 
-    if not timeout > 0 or memory_mb < 64 or file_size_mb < 1 or max_processes < 1:
-        raise LmlabError(f"sandbox limits must be positive (timeout {timeout}, memory_mb >= 64, "
-                         f"file_size_mb {file_size_mb}, max_processes {max_processes})")
+    if os.name != "posix":
+        raise LmlabError("running generated code needs a POSIX system (Linux or macOS) for its sandbox")
+    if not timeout > 0 or memory_mb < 64 or file_size_mb < 1 or max_processes < 1 or disk_mb < 1:
+        raise LmlabError(f"sandbox limits must be positive (timeout {timeout}, memory_mb {memory_mb} >= 64, "
+                         f"file_size_mb {file_size_mb}, max_processes {max_processes}, disk_mb {disk_mb})")
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="lmlab-sandbox-") as private:
         # The program's working directory; the output files sit beside it, out of its reach.
@@ -105,7 +111,8 @@ def run_program(source: str, *, timeout: float = 10.0, memory_mb: int = 512, fil
         cgroup = _make_pids_cgroup(max_processes + 2) if kernel_layers else None  # + runner, init
         report_r, report_w = os.pipe()
         config = {"work": work, "timeout": timeout, "memory_mb": memory_mb, "file_size_mb": file_size_mb,
-                  "max_processes": max_processes, "guard": guard, "kernel_layers": kernel_layers,
+                  "max_processes": max_processes, "disk_mb": disk_mb, "guard": guard,
+                  "kernel_layers": kernel_layers,
                   "cgroup": cgroup or "", "report_fd": report_w}
         out_path, err_path = os.path.join(private, "stdout"), os.path.join(private, "stderr")
         try:
@@ -180,8 +187,8 @@ def _kill_group(pgid: int) -> None:
 # The runner's configuration travels as command-line arguments and its report as one line of
 # text: json would cost the runner an import of `re` (tens of milliseconds per program).
 _CONFIG = (("work", str), ("timeout", float), ("memory_mb", int), ("file_size_mb", int),
-           ("max_processes", int), ("guard", int), ("kernel_layers", int), ("cgroup", str),
-           ("report_fd", int))
+           ("max_processes", int), ("disk_mb", int), ("guard", int), ("kernel_layers", int),
+           ("cgroup", str), ("report_fd", int))
 
 
 def _encode(config: dict) -> list[str]:
@@ -308,6 +315,10 @@ def _runner(cfg: dict) -> None:
     if cfg["cgroup"] and _join_cgroup(cfg["cgroup"]):
         layers.append("cgroup-pids")
     namespaces = _unshare() if cfg["kernel_layers"] else []
+    if "mountns" in namespaces:
+        namespaces.remove("mountns")
+        if _mount_tmpfs(cfg["work"], cfg["disk_mb"]):
+            namespaces.append("tmpfs")
     layers += namespaces
     if _set_nproc(cfg["max_processes"] + 2, "userns" in namespaces):
         layers.append("nproc")
@@ -432,8 +443,8 @@ def _set_nproc(limit: int, in_userns: bool) -> bool:
     and is not applied to root; set after unshare so that it counts inside the new namespace."""
     import resource
 
-    if os.getuid() == 0:
-        return False
+    if os.getuid() == 0 or not sys.platform.startswith("linux"):
+        return False  # root: not applied; macOS: we cannot count the user's processes cheaply
     release = tuple(int(x) for x in os.uname().release.split(".")[:2] if x.isdigit())
     if not (in_userns and release >= (5, 14)):
         limit += _user_tasks(os.getuid())  # counted across the whole system
@@ -474,18 +485,40 @@ def _unshare() -> list[str]:
     held there do not count outside (root cannot raise its rlimits back, for one)."""
     if not sys.platform.startswith("linux"):
         return []
-    user, net, pid = 0x10000000, 0x40000000, 0x20000000  # CLONE_NEWUSER, CLONE_NEWNET, CLONE_NEWPID
+    # CLONE_NEWUSER, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWNS
+    user, net, pid, mnt = 0x10000000, 0x40000000, 0x20000000, 0x00020000
     libc = _libc()
     uid, gid = os.getuid(), os.getgid()
-    for flags in (user | net | pid, net | pid, user | net, net):
+    for flags in (user | net | pid | mnt, user | net | pid, net | pid, user | net, net):
         if libc.unshare(flags) != 0:
             continue
         if flags & user:
             for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
                 with open(f"/proc/self/{name}", "w") as f:
                     f.write(text)
-        return [n for f, n in ((user, "userns"), (net, "netns"), (pid, "pidns")) if flags & f]
+        return [n for f, n in ((user, "userns"), (net, "netns"), (pid, "pidns"), (mnt, "mountns")) if flags & f]
     return []
+
+
+def _mount_tmpfs(work: str, size_mb: int) -> bool:
+    """Cover the working directory with a tmpfs of `size_mb`, seen only in our mount namespace:
+    the program's disk use is capped, and nothing it writes reaches the real disk."""
+    import ctypes
+
+    libc = _libc()
+    ms_rec, ms_private, ms_nosuid, ms_nodev = 0x4000, 0x40000, 0x2, 0x4
+    with open(os.path.join(work, "program.py"), "rb") as f:
+        source = f.read()
+    # Private first, so that the mount cannot propagate back into the evaluator's namespace.
+    if libc.mount(None, b"/", None, ms_rec | ms_private, None) != 0:
+        return False
+    if libc.mount(b"tmpfs", work.encode(), b"tmpfs", ms_nosuid | ms_nodev,
+                  ctypes.c_char_p(f"size={size_mb}m,mode=700".encode())) != 0:
+        return False
+    os.chdir(work)  # the old cwd is the directory underneath the mount
+    with open(os.path.join(work, "program.py"), "wb") as f:
+        f.write(source)
+    return True
 
 
 # Landlock (see linux/landlock.h): syscalls 444-446 on every architecture (except alpha).
