@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lmlab.errors import LmlabError
+from lmlab.model.config import ModelConfig
 
 
 @dataclass
@@ -63,6 +64,42 @@ class PROConfig:
 
 
 @dataclass
+class PretrainConfig:
+    """`lmlab train pretrain`: the architecture built from scratch, its tokenizer and corpus split.
+    The context length is TrainConfig.max_length; `data` is the corpus."""
+    family: str = "llama"  # llama (RMSNorm, RoPE, SwiGLU) | gpt2 (LayerNorm, learned positions, GELU)
+    n_layers: int = 6
+    dim: int = 256
+    n_heads: int = 8
+    n_kv_heads: int = 0  # 0: = n_heads (no grouped-query attention)
+    ffn_dim: int = 0  # 0: 4 * dim for gpt2, about 8/3 * dim for llama's SwiGLU (same parameters)
+    tie_embeddings: bool = True
+    n_experts: int = 0  # > 0: Mixture-of-Experts FFN in every layer
+    experts_per_token: int = 2
+    capacity_factor: float = 1.25
+    aux_loss_coef: float = 0.01
+    tokenizer: str | None = None  # model/tokenizer folder; "bpe:N": train an N-token BPE on the corpus; None: bundled
+    val_fraction: float = 0.02  # documents held out for eval_loss
+    peak_flops: float = 0.0  # FLOP/s that MFU is measured against; 0: measure a matmul on this machine
+    samples: list[str] = field(default_factory=lambda: ["Once upon a time"])  # prompts continued at the end
+
+    def __post_init__(self):
+        self.model_config(vocab_size=1, max_seq_len=1)  # impossible shapes fail when the recipe loads
+        if not 0 < self.val_fraction < 1:
+            raise LmlabError(f"pretrain.val_fraction must be in (0, 1), got {self.val_fraction}")
+
+    def model_config(self, vocab_size: int, max_seq_len: int, **special) -> ModelConfig:
+        ffn = self.ffn_dim or (4 * self.dim if self.family == "gpt2" else 64 * -(-8 * self.dim // 3 // 64))
+        return ModelConfig(
+            family=self.family, model_type="mixtral" if self.n_experts else self.family, vocab_size=vocab_size,
+            dim=self.dim, n_layers=self.n_layers, n_heads=self.n_heads, n_kv_heads=self.n_kv_heads or self.n_heads,
+            ffn_dim=ffn, max_seq_len=max_seq_len, tie_embeddings=self.tie_embeddings or self.family == "gpt2",
+            hidden_act="gelu_tanh" if self.family == "gpt2" else "silu", n_experts=self.n_experts,
+            experts_per_token=self.experts_per_token, capacity_factor=self.capacity_factor,
+            aux_loss_coef=self.aux_loss_coef, **special)
+
+
+@dataclass
 class TrainConfig:
     model: str | None = None  # bundled name, HF folder, .gguf or hub id; None = bundled default
     data: str | None = None
@@ -104,6 +141,7 @@ class TrainConfig:
     dpo: DPOConfig = field(default_factory=DPOConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     pro: PROConfig = field(default_factory=PROConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
     def __post_init__(self):
         checks = [
