@@ -58,6 +58,9 @@ def register(sub, common) -> None:
     s = tsub.add_parser("sft", parents=[common, _options()],
                         help="supervised fine-tuning (instruction tuning), LoRA or full")
     s.set_defaults(func=cmd_train, run="lmlab.train.run:sft")
+    tsub.add_parser("pretrain", parents=[common, _options()],
+                    help="a model from scratch on a corpus (pretrain.* keys: architecture, MoE, tokenizer)"
+                    ).set_defaults(func=cmd_train, run="lmlab.train.pretrain:pretrain")
 
 
 def _config(args, cls):
