@@ -114,11 +114,20 @@ def export(model, folder, cfg: TrainConfig) -> Path:
 
 
 def finish(trainer: Trainer, model, folder, cfg: TrainConfig, result: dict, title: str) -> dict:
-    """Export, plot, save the resolved config; rank 0 only."""
+    """Export, plot, save the resolved config (rank 0)."""
     from lmlab.config import save_config
     from lmlab.report.curves import plot_curves
 
     out = Path(cfg.output)
+    if trainer.d.world > 1 and cfg.distributed == "fsdp":
+        # Weights are sharded: gather them (every rank takes part) into an unsharded copy.
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        state = get_model_state_dict(trainer.module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if trainer.d.main:
+            model = load_base(cfg)[0]
+            apply_method(model, cfg, quiet=True)
+            model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
     if trainer.d.main:
         save_config(cfg, out / "config.yaml")
         result["final"] = str(export(model, folder, cfg))
