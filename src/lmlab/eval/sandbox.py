@@ -116,22 +116,28 @@ def run_program(source: str, *, timeout: float = 10.0, memory_mb: int = 512, fil
                   "cgroup": cgroup or "", "report_fd": report_w}
         out_path, err_path = os.path.join(private, "stdout"), os.path.join(private, "stderr")
         try:
-            with open(out_path, "wb") as out, open(err_path, "wb") as err:
-                # -I: isolated mode (no PYTHON* variables, no user site, no script dir on sys.path).
-                proc = subprocess.Popen(
-                    [sys.executable, "-I", os.path.abspath(__file__), *_encode(config)],
-                    cwd=work, env=_scrubbed_env(work, env), stdin=subprocess.DEVNULL, stdout=out,
-                    stderr=err, pass_fds=(report_w,), start_new_session=True)
-            os.close(report_w)
+            try:
+                with open(out_path, "wb") as out, open(err_path, "wb") as err:
+                    # -I: isolated mode (no PYTHON* variables, no user site, no script dir on sys.path).
+                    proc = subprocess.Popen(
+                        [sys.executable, "-I", os.path.abspath(__file__), *_encode(config)],
+                        cwd=work, env=_scrubbed_env(work, env), stdin=subprocess.DEVNULL, stdout=out,
+                        stderr=err, pass_fds=(report_w,), start_new_session=True)
+            finally:
+                os.close(report_w)
             # The runner enforces the timeout; this timer is the backstop should the runner hang.
             # (A blocking wait plus a timer: no polling delay on the common, fast path.)
             fired = []
             backstop = threading.Timer(timeout + _GRACE, lambda: fired.append(_kill_group(proc.pid)))
+            backstop.daemon = True
             backstop.start()
-            proc.wait()
-            backstop.cancel()
+            try:
+                proc.wait()
+            finally:  # also on Ctrl-C: the sandbox does not outlive the evaluator's interest in it
+                backstop.cancel()
+                _kill_group(proc.pid)  # whatever the program left in its session (the runner's group)
+                proc.wait()
             hard_timeout = bool(fired)
-            _kill_group(proc.pid)  # whatever the program left in its session (the runner's group)
             report = _read_report(report_r)
         finally:
             os.close(report_r)
@@ -307,7 +313,7 @@ def _remove_cgroup(path: str) -> None:
 
 def _runner(cfg: dict) -> None:
     """Confine this process, fork the program (under an init when a pid namespace exists), enforce
-    the wall clock, write a JSON report on cfg['report_fd'] and exit."""
+    the wall clock, write a one-line report on cfg['report_fd'] and exit."""
     t0 = time.monotonic()
     layers = ["process"]
     _set_rlimits(cfg)
@@ -342,8 +348,11 @@ def _runner(cfg: dict) -> None:
     timed_out = []
 
     def on_timeout(*_):  # with a pid namespace the child is its init: killing it kills all inside
-        timed_out.append(True)
-        os.kill(child, signal.SIGKILL)
+        try:
+            os.kill(child, signal.SIGKILL)
+            timed_out.append(True)
+        except ProcessLookupError:  # it ended just now
+            pass
 
     signal.signal(signal.SIGALRM, on_timeout)
     signal.setitimer(signal.ITIMER_REAL, max(cfg["timeout"] - (time.monotonic() - t0), 0.001))
@@ -407,6 +416,7 @@ def _program(cfg: dict, abi: int) -> None:
     sys.path.insert(0, cfg["work"])
     main = types.ModuleType("__main__")
     main.__file__, main.__builtins__ = path, builtins
+    sys.modules["_lmlab_sandbox_runner"] = sys.modules["__main__"]  # keeps the guard's globals alive
     sys.modules["__main__"] = main
     try:
         exec(compile(source, path, "exec"), main.__dict__)
