@@ -11,8 +11,10 @@ import argparse
 # flag -> config key; flags are shortcuts for the most used keys, overrides reach every key.
 FLAGS = {
     "--model": ("model", str, "bundled name, HF folder, .gguf or hub id (default: bundled smollm2)"),
-    "--data": ("data", str, "training data (.jsonl, .json, .parquet, .csv, or hf:NAME[:SPLIT])"),
+    "--data": ("data", str, "training data (.jsonl, .json, .parquet, .csv, hf:NAME[:SPLIT], or flan: built-in tasks)"),
     "--eval-data": ("eval_data", str, "held-out data evaluated during training"),
+    "--holdout-tasks": ("flan.holdout", lambda s: [x.strip() for x in s.split(",") if x.strip()],
+                        "with --data flan: task clusters kept out of training and scored before/after"),
     "--output": ("output", str, "run folder: metrics.jsonl, loss.png, checkpoints/, final/"),
     "--method": ("method", str, "what trains: full | lora"),
     "--max-steps": ("max_steps", int, "optimizer steps (0: run --epochs)"),
@@ -29,6 +31,17 @@ FLAGS = {
     "--eval-every": ("eval_every", int, None),
     "--save-every": ("save_every", int, "checkpoint every N steps (always at the end)"),
     "--device": ("device", str, "auto | cpu | cuda"),
+    "--reward-model": ("rm.models", str, "ppo/grpo/rsft: trained reward model run folder(s), comma-separated"),
+    "--beta": ("dpo.beta", float, "dpo: strength of the KL constraint to the reference"),
+}
+# Objectives trained from comparisons or a reward model: name -> (function, help).
+PREFERENCE = {
+    "rm": ("lmlab.train.align:rm", "reward model on preference pairs (eval_accuracy: held-out pair accuracy)"),
+    "dpo": ("lmlab.train.align:dpo", "direct preference optimisation (eval_accuracy: implicit-reward accuracy)"),
+    "pro": ("lmlab.train.align:pro", "preference ranking optimisation over ranked lists"),
+    "ppo": ("lmlab.train.rl:ppo", "RLHF: PPO against a reward model with a KL penalty"),
+    "grpo": ("lmlab.train.rl:grpo", "group-relative policy optimisation against a reward model"),
+    "rsft": ("lmlab.train.rl:rsft", "rejection sampling: best of K samples by a reward model, then SFT"),
 }
 SWITCHES = {
     "--resume": ("resume", "continue from the last complete checkpoint in --output"),
@@ -61,6 +74,8 @@ def register(sub, common) -> None:
     tsub.add_parser("pretrain", parents=[common, _options()],
                     help="a model from scratch on a corpus (pretrain.* keys: architecture, MoE, tokenizer)"
                     ).set_defaults(func=cmd_train, run="lmlab.train.pretrain:pretrain")
+    for name, (run, help_) in PREFERENCE.items():
+        tsub.add_parser(name, parents=[common, _options()], help=help_).set_defaults(func=cmd_train, run=run)
 
 
 def _config(args, cls):

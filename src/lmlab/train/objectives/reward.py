@@ -8,7 +8,7 @@ rewards near zero without changing their order. Several reward models combine in
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -50,7 +50,7 @@ class RewardModel(nn.Module):
               context=nullcontext) -> list[float]:
         """Rewards for (prompt ids, [response ids, ...]) items, flattened in order. `context` is
         entered around the forward passes (an adapter swap when the trunk is shared)."""
-        was = self.training
+        was = self.lm.training  # a shared trunk (the policy's) goes back to its own mode
         self.eval()
         device = next(self.parameters()).device
         out = []
@@ -136,3 +136,81 @@ class Combined:
         if self.how == "sum":
             return [sum(w * x for w, x in zip(self.weights, xs)) for xs in zip(*scores)]
         return [xs[-1] if xs[-1] < self.threshold else xs[0] for xs in zip(*scores)]
+
+
+# ---- loading a trained reward model, sharing the policy's base where possible -------------------
+
+LORA_FILE = "lora_state.safetensors"  # the adapter by our module names, for swapping into a policy
+
+
+def save_lora_state(lm, folder) -> None:
+    """The trunk's LoRA weights by parameter name, with their scaling: what `load` swaps into a
+    policy built on the same base."""
+    from safetensors.torch import save_file
+
+    from lmlab.model.peft.lora import lora_modules
+
+    mods = lora_modules(lm)
+    state = {n: p.detach().float().contiguous() for n, p in lm.named_parameters() if ".lora_" in n}
+    scaling = {m.scaling for m in mods.values()}
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    save_file(state, str(Path(folder) / LORA_FILE), metadata={"scaling": str(scaling.pop())})
+
+
+@contextmanager
+def swapped(model, state: dict[str, torch.Tensor]):
+    """Run the model with other LoRA weights of the same shapes (outside autograd only): the
+    parameters' storage is exchanged, not copied, and exchanged back afterwards."""
+    params = dict(model.named_parameters())
+    for n, t in state.items():
+        params[n].data, state[n] = t, params[n].data
+    try:
+        yield
+    finally:
+        for n, t in state.items():
+            params[n].data, state[n] = t, params[n].data
+
+
+def load(path, policy=None, policy_folder=None, device="cpu"):
+    """A trained reward model as a scorer: items -> rewards. `path` is a run folder of
+    `lmlab train rm` (or its final/). When the policy has LoRA adapters shaped like the reward
+    model's and both were trained from the same base folder, the reward model is the policy's own
+    trunk with the reward adapter swapped in: no second model in memory."""
+    from safetensors import safe_open
+
+    from lmlab.model.io.hf import load_model
+    from lmlab.model.peft.lora import lora_modules
+
+    run = Path(path)
+    final = run / "final" if (run / "final").is_dir() else run
+    adapter = run / "adapter"
+    if policy is not None and policy_folder is not None and (adapter / LORA_FILE).is_file():
+        import json
+
+        base = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
+        with safe_open(str(adapter / LORA_FILE), "pt") as f:
+            state = {k: f.get_tensor(k) for k in f.keys()}
+            scaling = float(f.metadata()["scaling"])
+        params = dict(policy.named_parameters())
+        fits = (base and Path(base).resolve() == Path(policy_folder).resolve()
+                and all(k in params and params[k].shape == v.shape for k, v in state.items())
+                and len(state) == sum(1 for k in params if ".lora_" in k)
+                and {m.scaling for m in lora_modules(policy).values()} == {scaling})
+        if fits:
+            state = {k: v.to(device=params[k].device, dtype=params[k].dtype) for k, v in state.items()}
+            rm = RewardModel(policy, load_head(adapter))
+            return lambda items: rm.score(items, context=lambda: swapped(policy, state))
+    rm = RewardModel(load_model(final).to(device), load_head(final)).eval()
+    for p in rm.parameters():
+        p.requires_grad_(False)
+    return rm.score
+
+
+def load_scorer(cfg, policy=None, policy_folder=None, device="cpu"):
+    """cfg.rm.models combined (cfg.rm.combine) into one scorer."""
+    if not cfg.rm.models:
+        raise LmlabError("no reward model: give rm.models (--reward-model RUN_DIR), trained with `lmlab train rm`")
+    scorers = [load(p, policy, policy_folder, device) for p in cfg.rm.models]
+    if len(scorers) == 1:
+        return scorers[0]
+    return Combined(scorers, cfg.rm.weights or None, cfg.rm.combine, cfg.rm.threshold)
