@@ -63,9 +63,17 @@ def exact_match(pred: str | None, target: str) -> float:
     if pred is None:
         return 0.0
     a, b = pred.strip(), target.strip()
-    if NUMBER.fullmatch(a.replace(" ", "")) and NUMBER.fullmatch(b.replace(" ", "")):
+    if _is_number(a) and _is_number(b):
         return float(_clean_number(a) == _clean_number(b))
     return float(a == b)
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s.replace(",", "").replace("$", "").strip().rstrip("."))
+        return True
+    except ValueError:
+        return False
 
 
 def _generate(lm, prompts: list[str], params: SamplingParams, progress: Callable[[float], None] | None,

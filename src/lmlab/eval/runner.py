@@ -1,31 +1,42 @@
 """`evaluate(lm, tasks, ...)`: the one entry point the CLI and Python share.
 
-For each task: load the data, check and render every item (bad input fails here, naming the
-file and the line, before any model time is spent), build the prompts, run the task type,
-then summarise with standard errors and write DIR/results.json and DIR/samples_<task>.jsonl.
+First every task's data is loaded, checked and rendered (bad input fails here, naming the file
+and the line, before a model is even loaded: `lm` may be a function that loads it). Then each
+task runs by type, is summarised with standard errors, and DIR/results.json and
+DIR/samples_<task>.jsonl are written.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from lmlab.errors import LmlabError
 from lmlab.eval import generative, multiple_choice, perplexity, results
-from lmlab.eval.data import load_records
+from lmlab.eval.data import Record, load_records
 from lmlab.eval.prompting import PromptOptions, Prompter
-from lmlab.eval.tasks import Task, get_task, make_items, with_prompt
+from lmlab.eval.tasks import Item, Task, get_task, make_items, with_prompt
+
+
+@dataclass
+class _Prepared:
+    task: Task
+    items: list[Item]
+    pool: list[Record] | None  # a separate demonstration pool (MMLU's dev split)
 
 
 def evaluate(lm, tasks: str | Task | list[str | Task], *, data: str | None = None, limit: int | None = None,
              fewshot: int = 0, seed: int = 1234, chat_template: bool = False, cot: bool = False,
              zero_shot_cot: bool = False, self_consistency: int = 0, temperature: float = 0.7,
              max_new_tokens: int | None = None, fmt: str | None = None, prompt_template: str | None = None,
-             split: str | None = None, max_length: int | None = None, samples: int = 1,
+             split: str | None = None, max_length: int | None = None, code_samples: int = 1,
              ks: tuple[int, ...] = (1,), output_dir: str | Path | None = None, progress: bool = True,
              model_name: str | None = None) -> dict:
-    """Evaluate `lm` on tasks (built-in names, YAML files or Task objects); returns the report
-    that results.json holds: {"results": {task: metrics}, "config", "model", "versions", ...}."""
+    """Evaluate `lm` (an LM, or a function returning one) on tasks: built-in names, YAML files or
+    Task objects. Returns the report that results.json holds: {"results": {task: metrics},
+    "config", "model", "seed", "versions", "date"}."""
     tasks = tasks if isinstance(tasks, list) else [tasks]
     tasks = [with_prompt(t if isinstance(t, Task) else get_task(t, fmt), prompt_template) for t in tasks]
     if limit is not None and limit < 1:
@@ -33,6 +44,9 @@ def evaluate(lm, tasks: str | Task | list[str | Task], *, data: str | None = Non
     if cot and not fewshot:
         fewshot = 8  # chain-of-thought prompting is few-shot by definition (Wei et al. used 8)
     options = PromptOptions(fewshot, seed, chat_template, cot, zero_shot_cot, self_consistency, temperature)
+    prepared = [_prepare(t, data, split, limit, options) for t in tasks]
+
+    lm = lm() if callable(lm) else lm
     config = {"tasks": [t.name for t in tasks], "data": data, "limit": limit, "fewshot": fewshot, "seed": seed,
               "chat_template": chat_template, "cot": cot, "zero_shot_cot": zero_shot_cot,
               "self_consistency": self_consistency, "temperature": temperature if self_consistency else 0.0,
@@ -40,20 +54,47 @@ def evaluate(lm, tasks: str | Task | list[str | Task], *, data: str | None = Non
               "max_length": max_length or lm.model.config.max_seq_len}
     report = results.new_report(config, _model_info(lm, model_name))
     all_samples = {}
-    for task in tasks:
+    for p in prepared:
         t0 = time.perf_counter()
-        metrics, samples = _run_task(lm, task, data, split, limit, options, max_length, max_new_tokens,
-                                     samples_n=samples, ks=ks, output_dir=output_dir, progress=progress)
+        if p.task.kind == "humaneval":
+            metrics, samples = {p.task.name: _humaneval(lm, limit, code_samples, ks, options, output_dir)}, None
+        else:
+            metrics, samples = _run(lm, p, options, max_length, max_new_tokens, progress)
         seconds = time.perf_counter() - t0
         for name, m in metrics.items():
             n = m.get("n") or len(samples or [])
-            m.update(seconds=round(seconds, 3), items_per_s=round(n / seconds, 3) if seconds else None)
+            m.update(seconds=round(seconds, 3), items_per_s=round(n / seconds, 3) if seconds and n else None)
             report["results"][name] = m
         if samples is not None:
-            all_samples[task.name] = samples
+            all_samples[p.task.name] = samples
     if output_dir is not None:
         results.write(output_dir, report, all_samples)
     return report
+
+
+def _prepare(task: Task, data, split, limit, options: PromptOptions) -> _Prepared:
+    if task.kind == "humaneval":
+        return _Prepared(task, [], None)
+    options.check(task)
+    source = data or task.data
+    if not source:
+        raise LmlabError(f"task {task.name}: no data; give --data FILE (or `data:` in the task YAML)")
+    records = (task.loader or load_records)(source, split or task.split)
+    if limit:  # the first N items; for grouped data (MMLU subjects) the first N of each group
+        records = _first_per_group(records, limit)
+    if not records:
+        raise LmlabError(f"{source}: no items")
+    pool = task.fewshot_loader(source) if (task.fewshot_loader and options.fewshot) else None
+    return _Prepared(task, make_items(task, records), pool)
+
+
+def _first_per_group(records: list[Record], limit: int) -> list[Record]:
+    kept, seen = [], {}
+    for r in records:
+        seen[r.group] = seen.get(r.group, 0) + 1
+        if seen[r.group] <= limit:
+            kept.append(r)
+    return kept
 
 
 def _model_info(lm, name: str | None) -> dict:
@@ -62,42 +103,14 @@ def _model_info(lm, name: str | None) -> dict:
             "dtype": str(p.dtype).replace("torch.", ""), "params": sum(x.numel() for x in lm.model.parameters())}
 
 
-def _data_source(task: Task, data: str | None) -> str:
-    source = data or task.data
-    if not source:
-        raise LmlabError(f"task {task.name}: no data; give --data FILE (or `data:` in the task YAML)")
-    return source
-
-
-def _run_task(lm, task: Task, data, split, limit, options, max_length, max_new_tokens, *, samples_n, ks,
-              output_dir, progress) -> tuple[dict[str, dict], list[dict] | None]:
-    if task.kind == "humaneval":
-        return {task.name: _humaneval(lm, limit, samples_n, ks, options, output_dir)}, None
-    source = _data_source(task, data)
-    records = (task.loader or load_records)(source, split or task.split)
-    if limit:  # the first N items; for grouped data (MMLU subjects) the first N of each group
-        records = _first_per_group(records, limit)
-    if not records:
-        raise LmlabError(f"{source}: no items")
-    items = make_items(task, records)
-    pool = task.fewshot_loader(source) if (task.fewshot_loader and options.fewshot) else None
-    bar = _bar(task.name, len(items)) if progress else None
-    tick = bar.advance if bar else None
+def _run(lm, p: _Prepared, options, max_length, max_new_tokens, progress: bool):
+    bar = _Bar(p.task.name, len(p.items)) if progress else None
     try:
-        out = _run_items(lm, task, items, pool, options, max_length, max_new_tokens, tick)
+        return _run_items(lm, p.task, p.items, p.pool, options, max_length, max_new_tokens,
+                          bar.advance if bar else None)
     finally:
         if bar:
             bar.close()
-    return out
-
-
-def _first_per_group(records, limit: int):
-    kept, seen = [], {}
-    for r in records:
-        seen[r.group] = seen.get(r.group, 0) + 1
-        if seen[r.group] <= limit:
-            kept.append(r)
-    return kept
 
 
 def _run_items(lm, task: Task, items, pool, options, max_length, max_new_tokens, tick):
@@ -136,7 +149,7 @@ def _humaneval(lm, limit, n_samples, ks, options: PromptOptions, output_dir) -> 
     return {**m, **{f"{k}_stderr": None for k in m if k.startswith("pass@") and f"{k}_stderr" not in m}}
 
 
-class _bar:
+class _Bar:
     """A tqdm bar counted in items (items/s and ETA), fed fractional progress by the runners."""
 
     def __init__(self, name: str, total: int):

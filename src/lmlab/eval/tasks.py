@@ -305,7 +305,7 @@ def load_task_yaml(path: str | Path) -> Task:
 
     path = Path(path).expanduser()
     try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+        spec = yaml.load(path.read_text(encoding="utf-8"), Loader=_yaml_loader())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
@@ -339,6 +339,21 @@ def load_task_yaml(path: str | Path) -> Task:
         return Task(**spec)
     except LmlabError as e:
         raise LmlabError(f"{path}: {e}") from None
+
+
+@lru_cache(maxsize=1)
+def _yaml_loader():
+    """YAML 1.2 booleans: `choices: [yes, no]` means the words, not True and False."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.yaml_implicit_resolvers = {k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+                                      for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                 list("tTfF"))
+    return Loader
 
 
 def get_task(spec: str, fmt: str | None = None) -> Task:
