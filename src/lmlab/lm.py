@@ -43,8 +43,13 @@ class LM:
         decode step (faster tokens after a one-off compilation of a minute or two)."""
         from lmlab.model.quant import convert_weights
 
-        folder = resolve(spec)
+        from lmlab.model.peft import apply_trained, base_of
+
+        base = base_of(spec)  # a trained adapter folder: its base model, then the adapter on top
+        folder = resolve(base or spec)
         model = convert_weights(load_model(folder).to(device), weights)
+        if base:
+            apply_trained(model, spec)
         return cls(model, Tokenizer.from_folder(folder), folder, compile)
 
     def _stop_ids(self) -> list[int]:

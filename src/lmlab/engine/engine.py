@@ -180,12 +180,14 @@ class Engine:
         p = req.params
         n = p.samples
         first = len(self.running)
-        self.cache.reserve(first + n, len(req.prompt) + p.max_tokens)
+        # A prefix- or prompt-tuned model writes its key/value prefix into the cache first.
+        prefix = self.model.prefix.length if getattr(self.model, "prefix", None) is not None else 0
+        self.cache.reserve(first + n, prefix + len(req.prompt) + p.max_tokens)
         self.cache.active = first + n
         ids = torch.tensor([req.prompt], device=self.device)
         view = self.cache.slot(first)
         logits = self.model(ids, cache=view, last_only=p.prompt_logprobs is None)[0].float()
-        self.cache.lengths[first] = len(req.prompt)
+        self.cache.lengths[first] = view.length
         if p.prompt_logprobs is not None:
             req.prompt_logprobs = [None] + _top_logprobs(logits[:-1].log_softmax(-1), req.prompt[1:],
                                                           p.prompt_logprobs)

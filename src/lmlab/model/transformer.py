@@ -121,6 +121,8 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList(Block(c, i) for i in range(c.n_layers))
         # Training only: recompute each block in the backward pass instead of storing activations.
         self.gradient_checkpointing = False
+        # Prefix or prompt tuning: keys/values every token attends to (lmlab.model.peft.prefix).
+        self.prefix = None
         self.lm_head = nn.Linear(c.dim, c.vocab_size, bias=False)
         if c.tie_embeddings:
             self.lm_head.weight = self.embed.weight
@@ -147,6 +149,8 @@ class Transformer(nn.Module):
         (positions should then restart at 0 for each segment).
         """
         B, T = idx.shape
+        if self.prefix is not None:
+            positions, key_mask, cache = self.prefix.attach(self, idx, positions, key_mask, cache, segments)
         if positions is None:
             start = cache.length if cache is not None else 0
             positions = torch.arange(start, start + T, device=idx.device).expand(B, T)

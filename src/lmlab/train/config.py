@@ -18,6 +18,23 @@ class LoraConfig:
 
 
 @dataclass
+class AdapterConfig:
+    size: int = 64  # bottleneck width
+    act: str = "relu"  # relu | gelu | silu | tanh
+
+
+@dataclass
+class PrefixConfig:
+    virtual_tokens: int = 16
+    hidden: int = 512  # width of the reparameterisation MLP used while training (0: learn the prefix directly)
+
+
+@dataclass
+class PromptConfig:
+    virtual_tokens: int = 16  # soft-prompt vectors, initialised from random vocabulary embeddings
+
+
+@dataclass
 class RewardConfig:
     """Reward models: training (`lmlab train rm`) and scoring (ppo, grpo, rsft)."""
     center: float = 0.0  # reward centering: adds center * (r_chosen + r_rejected)^2 to the loss
@@ -105,7 +122,7 @@ class TrainConfig:
     data: str | None = None
     eval_data: str | None = None
     output: str = "runs/sft"
-    method: str = "lora"  # full | lora
+    method: str = "lora"  # full | head | feature | lora | adapter | prefix | prompt (lmlab.train.run.METHODS)
     chat_template: bool = True  # render records with the model's chat template
     max_length: int = 512
     packing: bool = False  # pack sequences into full rows; else length-bucketed padding
@@ -137,6 +154,9 @@ class TrainConfig:
     progress: bool = True
 
     lora: LoraConfig = field(default_factory=LoraConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    prefix: PrefixConfig = field(default_factory=PrefixConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
     rm: RewardConfig = field(default_factory=RewardConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)

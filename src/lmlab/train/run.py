@@ -17,7 +17,7 @@ from lmlab.train.config import TrainConfig
 from lmlab.train.objectives import sft as sft_objective
 from lmlab.train.trainer import Batches, Trainer
 
-METHODS = ("full", "lora")
+METHODS = ("full", "head", "feature", "lora", "adapter", "prefix", "prompt")
 
 
 def load_base(cfg: TrainConfig):
@@ -44,12 +44,39 @@ def apply_method(model, cfg: TrainConfig, quiet: bool = False) -> dict:
 
             _replace_linears(model.layers, Int8Linear)
         apply_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets)
+    elif cfg.method == "head":
+        untie_head(model)
+    elif cfg.method == "adapter":
+        from lmlab.model.peft.adapter import apply_adapters
+
+        apply_adapters(model, cfg.adapter.size, cfg.adapter.act)
+    elif cfg.method == "prefix":
+        from lmlab.model.peft.prefix import apply_prefix
+
+        apply_prefix(model, cfg.prefix.virtual_tokens, cfg.prefix.hidden)
+    elif cfg.method == "prompt":
+        from lmlab.model.peft.prompt import apply_prompt
+
+        apply_prompt(model, cfg.prompt.virtual_tokens, seed=cfg.seed)
+    elif cfg.method == "feature":  # the model only extracts features; lmlab.train.classify trains a head
+        model.requires_grad_(False)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     info = {"method": cfg.method, "trainable_params": trainable, "total_params": total,
             "trainable_fraction": trainable / total}
     if not quiet:
         print(f"{cfg.method}: {trainable:,} trainable parameters of {total:,} ({100 * trainable / total:.3f}%)")
     return info
+
+
+def untie_head(model) -> None:
+    """Only the output layer trains. SmolLM2 ties it to the input embedding; it gets its own copy
+    first, so that training it leaves the input embeddings as they were."""
+    if model.config.family == "gpt2":
+        raise LmlabError("GPT-2 checkpoints always tie the output layer to the input embedding, so it "
+                         "cannot be trained alone; use --method lora or full")
+    model.requires_grad_(False)
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+    model.config.tie_embeddings = False
 
 
 def sft_batches(cfg: TrainConfig, tokenizer, path: str, world: int = 1) -> Batches:
@@ -99,11 +126,20 @@ def eval_loss(loss_fn, examples, collate, batch_size: int = 8):
 
 def export(model, folder, cfg: TrainConfig) -> Path:
     """DIR/final: an HF folder with adapters merged into the weights (what --model accepts);
-    for LoRA also DIR/adapter in peft's format."""
+    for LoRA also DIR/adapter in peft's format; for adapter, prefix and prompt only DIR/adapter."""
     from lmlab.model.io.hf import load_model, save_model
     from lmlab.model.peft.lora import load_adapter, lora_modules, merge_lora, save_adapter
 
     out = Path(cfg.output)
+    if cfg.method in ("adapter", "prefix", "prompt"):
+        # These cannot be merged into the weights: the result is the adapter folder, which
+        # `--model` and lmlab.load accept (lmlab.model.peft).
+        from lmlab.model.peft import save_trained
+
+        base = str(Path(cfg.model).resolve()) if cfg.model and Path(cfg.model).exists() else cfg.model or "smollm2"
+        if cfg.method == "prefix":
+            model.prefix.fold()  # the reparameterisation MLP was for training only
+        return save_trained(model, out / "adapter", base)
     if lora_modules(model):
         save_adapter(model, out / "adapter", base_model=str(folder), dropout=cfg.lora.dropout)
         if cfg.lora.int8_base:  # merge into full-precision weights, not the int8 ones
@@ -141,6 +177,10 @@ def sft(cfg: TrainConfig) -> dict:
     """Supervised fine-tuning (instruction tuning); returns the last metrics and output paths."""
     from lmlab.train.distributed import setup
 
+    if cfg.method == "feature":
+        from lmlab.train.classify import train_feature
+
+        return train_feature(cfg)
     if not cfg.data:
         raise LmlabError("no training data: give data (a .jsonl/.parquet file)")
     d = setup(cfg.device)
