@@ -18,6 +18,14 @@ class LoraConfig:
 
 
 @dataclass
+class FlanConfig:
+    """`--data flan`: the project's own instruction data (lmlab.train.flan), clusters held out."""
+    holdout: list[str] = field(default_factory=lambda: ["classification", "extraction"])
+    per_family: int = 40  # training records per family
+    eval_per_family: int = 12  # held-out records per family, scored before and after
+
+
+@dataclass
 class AdapterConfig:
     size: int = 64  # bottleneck width
     act: str = "relu"  # relu | gelu | silu | tanh
@@ -157,6 +165,7 @@ class TrainConfig:
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     prefix: PrefixConfig = field(default_factory=PrefixConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
+    flan: FlanConfig = field(default_factory=FlanConfig)
     rm: RewardConfig = field(default_factory=RewardConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)

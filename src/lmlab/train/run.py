@@ -7,6 +7,7 @@ eval_loss, export, finish) are shared with every other objective.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import torch
@@ -182,9 +183,13 @@ def sft(cfg: TrainConfig) -> dict:
 
         return train_feature(cfg)
     if not cfg.data:
-        raise LmlabError("no training data: give data (a .jsonl/.parquet file)")
+        raise LmlabError("no training data: give data (a .jsonl/.parquet file, or flan for the built-in tasks)")
     d = setup(cfg.device)
     model, tokenizer, folder = load_base(cfg)
+    flan_run = cfg.data == "flan"
+    if flan_run:
+        cfg.data, held = _write_flan(cfg)
+        before = _flan_score(model, tokenizer, folder, held) if d.main else None
     info = apply_method(model, cfg, quiet=not d.main)
     data = sft_batches(cfg, tokenizer, cfg.data, d.world)
     evaluate = None
@@ -193,4 +198,46 @@ def sft(cfg: TrainConfig) -> dict:
         evaluate = eval_loss(sft_objective.loss, held.examples, held.collate, cfg.batch_size)
     trainer = Trainer(model, sft_objective.loss, data, cfg, evaluate, d)
     result = {**info, **trainer.fit()}
+    if flan_run and d.main:
+        result.update(_flan_report(before, _flan_score(model, tokenizer, folder, held), cfg))
     return finish(trainer, model, folder, cfg, result, "SFT")
+
+
+# ---- the FLAN effect in miniature (--data flan) -----------------------------------------------------
+
+def _write_flan(cfg: TrainConfig) -> tuple[str, list[dict]]:
+    from lmlab.train.flan import make_data
+
+    train, held = make_data(cfg.flan.per_family, cfg.flan.holdout, cfg.seed, cfg.flan.eval_per_family)
+    out = Path(cfg.output) / "data"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("train.jsonl", train), ("heldout.jsonl", held)):
+        (out / name).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    print(f"built-in instruction data: {len(train)} training records from clusters outside "
+          f"{', '.join(cfg.flan.holdout)}; {len(held)} held-out records -> {out}")
+    return str(out / "train.jsonl"), held
+
+
+def _flan_score(model, tokenizer, folder, held):
+    from lmlab.lm import LM
+    from lmlab.train.flan import accuracy
+
+    was_training = model.training
+    with torch.no_grad():
+        scores, rows = accuracy(LM(model.eval(), tokenizer, folder), held)
+    model.train(was_training)
+    return scores, rows
+
+
+def _flan_report(before, after, cfg: TrainConfig) -> dict:
+    from lmlab.report.table import print_table
+
+    (b, b_rows), (a, a_rows) = before, after
+    print_table([{"held-out cluster": c, "accuracy before": f"{b[c]:.2f}", "accuracy after": f"{a[c]:.2f}"}
+                 for c in b], title="FLAN effect: exact-match accuracy on task clusters never trained on")
+    print_table([{"prompt": r0["prompt"], "reference": r0["completion"], "before": r0["answer"].strip()[:60],
+                  "after": r1["answer"].strip()[:60]} for r0, r1 in list(zip(b_rows, a_rows))[::max(1, len(b_rows) // 4)]],
+                title="sample answers")
+    Path(cfg.output, "flan.json").write_text(json.dumps({"before": b, "after": a, "answers_after": a_rows}, indent=1),
+                                             encoding="utf-8")
+    return {"heldout_accuracy_before": b["all"], "heldout_accuracy_after": a["all"]}

@@ -166,8 +166,11 @@ class Trainer:
             self.state["step"] += 1
             tokens += step_tokens
             step = self.state["step"]
+            self.state["tokens"] = self.state.get("tokens", 0) + int(step_tokens)
+            elapsed = time.perf_counter() - t0
             last = {"step": step, "loss": loss_total / max(count, 1), "lr": lr, "grad_norm": grad_norm,
-                    "tokens_per_s": tokens / (time.perf_counter() - t0), **extra}
+                    "tokens": self.state["tokens"], "tokens_per_s": tokens / elapsed, "elapsed_s": round(elapsed, 3),
+                    **extra}
             bar.update(1)
             bar.set_postfix(loss=f"{last['loss']:.4f}", tok_s=f"{last['tokens_per_s']:.0f}")
             stop = False
