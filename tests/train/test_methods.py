@@ -22,6 +22,15 @@ from lmlab.train.trainer import Trainer
 LR = {"full": 1e-2, "head": 5e-2, "lora": 5e-2, "adapter": 5e-2, "prefix": 5e-2, "prompt": 0.3}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Models this small run faster on one thread: starting threads costs more than their work."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def word_model(random_hf, hf_tokenizer, tmp_path_factory):
     """(model folder, data file): a tiny random Llama (N(0, 0.2) weights) with a 64-word tokenizer,
@@ -181,3 +190,25 @@ def test_unknown_method_is_refused(word_model, tmp_path):
 
     with pytest.raises(LmlabError, match="unknown method 'bitfit'; choose one of " + ", ".join(METHODS)):
         sft(_cfg("bitfit", *word_model, tmp_path))
+
+
+def test_feature_classifier_trains_on_frozen_features_and_reloads(word_model, tmp_path, capsys):
+    from lmlab.train.classify import FeatureClassifier
+    from lmlab.train.run import sft
+
+    folder, _ = word_model
+    texts = [" ".join(f"w{s + i}" for i in range(3)) for s in range(2, 50)]
+    labels = ["low" if s < 26 else "high" for s in range(2, 50)]
+    data = tmp_path / "cls.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in zip(texts, labels)))
+    cfg = _cfg("feature", folder, data, tmp_path / "run", eval_data=str(data), max_steps=40)
+    cfg.lr = 0.05
+    result = sft(cfg)  # --method feature goes to lmlab.train.classify
+    dim = load_model(folder).config.dim
+    assert result["trainable_params"] == 2 * dim + 2  # a 2-way linear classifier
+    assert f"feature: {2 * dim + 2:,} trainable parameters" in capsys.readouterr().out
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert sum(losses[-5:]) < 0.7 * sum(losses[:5])
+    assert result["eval_accuracy"] > 0.75
+    predicted = FeatureClassifier(result["final"]).predict(texts)
+    assert sum(p == y for p, y in zip(predicted, labels)) / len(labels) == pytest.approx(result["eval_accuracy"])

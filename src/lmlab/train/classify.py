@@ -83,6 +83,15 @@ def _batches(x, y, lengths, batch_size, seed) -> Batches:
     return Batches(examples, plan, collate)
 
 
+def _evaluator(x, y):
+    def evaluate(head) -> dict:
+        logits = head(x.to(head.weight.device))
+        return {"eval_loss": float(F.cross_entropy(logits, y.to(logits.device))),
+                "eval_accuracy": float((logits.argmax(-1).cpu() == y).float().mean())}
+
+    return evaluate
+
+
 def train_feature(cfg: TrainConfig) -> dict:
     from lmlab.config import save_config
     from lmlab.report.curves import plot_curves
@@ -113,13 +122,7 @@ def train_feature(cfg: TrainConfig) -> dict:
         eval_texts, eval_labels = read_labelled(cfg.eval_data)
         known = [i for i, label in enumerate(eval_labels) if label in classes]
         ex = features(model, [encode(tokenizer, eval_texts[i], cfg.chat_template, cfg.max_length) for i in known])
-        ey = torch.tensor([classes.index(eval_labels[i]) for i in known])
-
-        def evaluate(h):
-            logits = h(ex.to(h.weight.device))
-            return {"eval_loss": float(F.cross_entropy(logits, ey.to(logits.device))),
-                    "eval_accuracy": float((logits.argmax(-1).cpu() == ey).float().mean())}
-
+        evaluate = _evaluator(ex, torch.tensor([classes.index(eval_labels[i]) for i in known]))
     trainer = Trainer(head, loss, _batches(x, y, [len(i) for i in ids], cfg.batch_size * d.world, cfg.seed),
                       cfg, evaluate, d)
     result = {**info, **trainer.fit()}

@@ -123,6 +123,7 @@ def _story(rng: random.Random) -> str:
     ending = rng.choice([
         f"{name2} was so happy. {he2.capitalize()} gave {name} a big hug.",
         f"{name2} smiled and said thank you. They played together until the sun went down.",
+        f"{name2} laughed and clapped. Then {name} went home to tell {his} mother all about it.",
     ])
     moral = rng.choice([f"From that day on, {name} and {name2} were best friends.",
                         f"{name} learned that {rng.choice(MORALS)}.", "The end."])

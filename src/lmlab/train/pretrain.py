@@ -160,6 +160,8 @@ def pretrain(cfg: TrainConfig) -> dict:
 
     if not cfg.data:
         raise LmlabError("no corpus: give data (text/JSONL/Parquet files, a folder, or stories:N)")
+    if cfg.output == TrainConfig.output:
+        cfg.output = "runs/pretrain"
     p, out, T = cfg.pretrain, Path(cfg.output), cfg.max_length
     d = setup(cfg.device)
     texts = corpus.read_corpus(cfg.data)
