@@ -503,9 +503,15 @@ def _unshare() -> list[str]:
         if libc.unshare(flags) != 0:
             continue
         if flags & user:
-            for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
-                with open(f"/proc/self/{name}", "w") as f:
-                    f.write(text)
+            try:
+                for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+                    with open(f"/proc/self/{name}", "w") as f:
+                        f.write(text)
+            except OSError:
+                # Some systems (Ubuntu's AppArmor policy) create the namespace but grant nothing in
+                # it: ids show as "nobody" inside, file access is still checked as our own uid,
+                # and the tmpfs mount fails (left out below). The other namespaces still hold.
+                pass
         return [n for f, n in ((user, "userns"), (net, "netns"), (pid, "pidns"), (mnt, "mountns")) if flags & f]
     return []
 
