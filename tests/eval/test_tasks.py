@@ -4,6 +4,7 @@ MMLU CSV, GSM8K) render the prompts lm-eval renders; YAML tasks need no Python."
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -175,3 +176,15 @@ def test_unknown_task_and_missing_file_are_errors():
         get_task("hellaswagg")
     with pytest.raises(LmlabError, match="no such file"):
         load_records("/nonexistent/file.jsonl")
+
+
+RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes" / "eval").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_recipe_tasks_load_and_render_every_item(recipe):
+    task = get_task(str(recipe))
+    if not Path(task.data).exists():
+        pytest.skip(f"{task.data} is absent (../shared/data only on CI and developer machines)")
+    items = _items(task, task.data)
+    assert items and all(i.text for i in items)

@@ -176,12 +176,14 @@ def _read_scores(model, h, batch: list[_Row], inputs, conts, results, chunk: int
     tgt = torch.tensor([t for i, _ in plan for t in conts[i]], device=h.device)
     tok_lp = torch.empty(len(pos), device=h.device)
     hit = torch.empty(len(pos), dtype=torch.bool, device=h.device)
-    # Full-vocabulary log-probs are big (positions x vocab floats): a chunk at a time.
+    # Full-vocabulary logits are big (positions x vocab floats): a chunk at a time, and only
+    # what is needed from each: log p(target) = logit - logsumexp, and the argmax.
     for s in range(0, len(hs), chunk):
-        lp = model.lm_head(hs[s:s + chunk]).float().log_softmax(-1)
+        logits = model.lm_head(hs[s:s + chunk]).float()
         sel = ((pos >= s) & (pos < s + chunk)).nonzero()[:, 0]
-        tok_lp[sel] = lp[pos[sel] - s, tgt[sel]]
-        hit[sel] = lp.argmax(-1)[pos[sel] - s] == tgt[sel]
+        rows = pos[sel] - s
+        tok_lp[sel] = logits[rows, tgt[sel]] - logits.logsumexp(-1)[rows]
+        hit[sel] = logits.argmax(-1)[rows] == tgt[sel]
     tok_lp, hit = tok_lp.cpu(), hit.cpu()
     k = 0
     for i, idx in plan:

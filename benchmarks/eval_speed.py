@@ -1,0 +1,120 @@
+"""lmlab eval against lm-evaluation-harness (HF backend, batch 8, fp32) on the same HellaSwag items.
+
+One run, both evaluators, the same bundled weights (the converted fp32 folder), the same custom
+task as the reference figures in ../shared/data/README.md (`doc_to_text: "{{ctx}}"`,
+`doc_to_choice: "{{endings}}"`). Prints both scores, the largest per-item log-likelihood
+difference, whether acc / acc_norm agree item by item, and the speed ratio. Each side is timed
+end to end (model load included) and for its scoring phase alone.
+
+    .venv/bin/python benchmarks/eval_speed.py              # 200 items (800 requests)
+    .venv/bin/python benchmarks/eval_speed.py --limit 500  # the whole file
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hellaswag_val_dev500.jsonl"
+
+TASK = """task: hellaswag_shared
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    validation: {data}
+  cache_dir: {cache}
+validation_split: validation
+output_type: multiple_choice
+doc_to_text: "{{{{ctx}}}}"
+doc_to_choice: "{{{{endings}}}}"
+doc_to_target: "{{{{label}}}}"
+metric_list:
+  - metric: acc
+  - metric: acc_norm
+"""
+
+
+def run_lm_eval(folder: str, data: Path, tmp: Path, batch_size: int) -> tuple[dict, float, float]:
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    (tmp / "hs.yaml").write_text(TASK.format(data=data, cache=tmp / "cache"))
+    t0 = time.perf_counter()
+    model = HFLM(pretrained=folder, dtype="float32", batch_size=batch_size, device="cpu")
+    t1 = time.perf_counter()
+    out = lm_eval.simple_evaluate(model=model, tasks=["hellaswag_shared"], log_samples=True,
+                                  task_manager=TaskManager(include_path=str(tmp)))
+    t2 = time.perf_counter()
+    return out, t2 - t0, t2 - t1
+
+
+def run_lmlab(folder: str, data: Path, tmp: Path) -> tuple[dict, list[dict], float, float]:
+    import json
+
+    from lmlab.eval.runner import evaluate
+    from lmlab.lm import LM
+
+    t0 = time.perf_counter()
+    lm = LM.load(folder)
+    t1 = time.perf_counter()
+    report = evaluate(lm, "hellaswag", data=str(data), output_dir=tmp / "lmlab")
+    t2 = time.perf_counter()
+    samples = [json.loads(x) for x in (tmp / "lmlab" / "samples_hellaswag.jsonl").read_text().splitlines()]
+    return report, samples, t2 - t0, t2 - t1
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--limit", type=int, default=200)
+    ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--batch-size", type=int, default=8, help="lm-eval's batch size")
+    ap.add_argument("--skip-lm-eval", action="store_true", help="time lmlab alone")
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    from lmlab.model.io.resolve import resolve
+    from lmlab.report.table import print_table
+
+    folder = str(resolve(None))
+    import torch
+
+    print(f"model: {folder} (fp32), torch threads: {torch.get_num_threads()}, items: {args.limit}", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        data = tmp / "items.jsonl"
+        lines = Path(args.data).read_text().splitlines()[: args.limit]
+        data.write_text("\n".join(lines) + "\n")
+        requests = sum(len(__import__("json").loads(x)["endings"]) for x in lines)
+
+        ours, our_samples, our_total, our_scoring = run_lmlab(folder, data, tmp)
+        rows = [{"evaluator": "lmlab", "acc": ours["results"]["hellaswag"]["acc"],
+                 "acc_norm": ours["results"]["hellaswag"]["acc_norm"], "seconds": round(our_total, 1),
+                 "scoring s": round(our_scoring, 1), "requests/s": round(requests / our_scoring, 1)}]
+        if not args.skip_lm_eval:
+            ref, ref_total, ref_scoring = run_lm_eval(folder, data, tmp, args.batch_size)
+            r = ref["results"]["hellaswag_shared"]
+            rows.append({"evaluator": f"lm-eval hf (batch {args.batch_size})", "acc": r["acc,none"],
+                         "acc_norm": r["acc_norm,none"], "seconds": round(ref_total, 1),
+                         "scoring s": round(ref_scoring, 1), "requests/s": round(requests / ref_scoring, 1)})
+            theirs = sorted(ref["samples"]["hellaswag_shared"], key=lambda s: s["doc_id"])
+            diff = max(abs(a - b[0][0]) for s, t in zip(our_samples, theirs)
+                       for a, b in zip(s["loglikelihoods"], t["resps"]))
+            same_acc = all(s["acc"] == t["acc"] and s["acc_norm"] == t["acc_norm"]
+                           for s, t in zip(our_samples, theirs))
+        print_table(rows, title=f"HellaSwag, {args.limit} items, {requests} log-likelihood requests")
+        if not args.skip_lm_eval:
+            print(f"max |loglikelihood difference| per request: {diff:.2e}")
+            print(f"acc and acc_norm identical item by item: {same_acc}")
+            print(f"speed ratio (scoring phase): {ref_scoring / our_scoring:.2f}x; "
+                  f"end to end (model load included): {ref_total / our_total:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
