@@ -212,3 +212,23 @@ def test_feature_classifier_trains_on_frozen_features_and_reloads(word_model, tm
     assert result["eval_accuracy"] > 0.75
     predicted = FeatureClassifier(result["final"]).predict(texts)
     assert sum(p == y for p, y in zip(predicted, labels)) / len(labels) == pytest.approx(result["eval_accuracy"])
+
+
+@pytest.mark.parametrize("method", ["prefix", "prompt"])
+def test_prefix_and_prompt_give_the_same_gradients_with_gradient_checkpointing(method):
+    from lmlab.model.config import ModelConfig
+    from lmlab.model.peft.prefix import apply_prefix
+    from lmlab.model.peft.prompt import apply_prompt
+    from lmlab.model.transformer import Transformer
+
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=50, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64)).train()
+    {"prefix": apply_prefix, "prompt": apply_prompt}[method](model, 4)
+    ids = torch.randint(0, 50, (2, 7))
+    grads = []
+    for checkpointing in (False, True):
+        model.gradient_checkpointing = checkpointing
+        model.zero_grad()
+        model(ids).square().mean().backward()
+        grads.append([p.grad.clone() for p in model.parameters() if p.requires_grad])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))

@@ -156,7 +156,6 @@ def pretrain(cfg: TrainConfig) -> dict:
     from lmlab.model.transformer import Transformer
     from lmlab.tokenizer import Tokenizer
     from lmlab.train.distributed import setup
-    from lmlab.train.run import finish
 
     if not cfg.data:
         raise LmlabError("no corpus: give data (text/JSONL/Parquet files, a folder, or stories:N)")
@@ -194,7 +193,32 @@ def pretrain(cfg: TrainConfig) -> dict:
         result.update(samples(model, tokenizer, p.samples))
     if "eval_loss" in result:
         result["eval_ppl"] = math.exp(min(result["eval_loss"], 50))
-    return finish(trainer, model, folder, cfg, result, "pretraining")
+    return finish(trainer, model, config, folder, cfg, result)
+
+
+def finish(trainer, model, config, folder, cfg: TrainConfig, result: dict) -> dict:
+    """DIR/final (an HF folder with the tokenizer), DIR/loss.png and the resolved config, written by
+    rank 0. Under FSDP the shards are first gathered into a fresh model of the same config."""
+    from lmlab.config import save_config
+    from lmlab.model.io.hf import save_model
+    from lmlab.model.transformer import Transformer
+    from lmlab.report.curves import plot_curves
+
+    out = Path(cfg.output)
+    if trainer.d.world > 1 and cfg.distributed == "fsdp":
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        state = get_model_state_dict(trainer.module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if trainer.d.main:
+            model = Transformer(config)
+            model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+    if trainer.d.main:
+        save_config(cfg, out / "config.yaml")
+        result["final"] = str(save_model(model.eval(), out / "final", tokenizer_folder=folder))
+        if (out / "metrics.jsonl").is_file():
+            result["curves"] = str(plot_curves(out / "metrics.jsonl", out / "loss.png", "pretraining"))
+    trainer.d.barrier()
+    return result
 
 
 def samples(model, tokenizer, prompts: list[str], max_tokens: int = 60) -> dict:

@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmlab.engine.kv_cache import KVCache
 from lmlab.errors import LmlabError
 from lmlab.model.peft.prefix import KVPrefix
 
@@ -57,13 +56,32 @@ class SoftPrompt(KVPrefix):
     def compute(self, model):
         V = model.embed.weight.shape[0]
         ids = torch.arange(V, V + self.length, device=model.embed.weight.device)[None]
-        cache = KVCache(model.config, 1, self.length, model.embed.soft.dtype, ids.device)
+        capture = _Capture()
         self.busy = True
         try:
-            model.hidden_states(ids, cache=cache)
+            model.hidden_states(ids, cache=capture)
         finally:
             self.busy = False
-        return list(zip(cache.k, cache.v))
+        return [capture.kv[layer] for layer in range(model.config.n_layers)]
+
+
+class _Capture:
+    """A cache that only records each layer's keys and values as the soft prompt goes through:
+    it holds no position, so a block that gradient checkpointing reruns records the same again."""
+    length = 0
+
+    def __init__(self):
+        self.kv = {}
+
+    def update(self, layer, k, v):
+        self.kv[layer] = (k, v)
+        return k, v
+
+    def mask(self, T, key_mask, window, device):
+        return None  # plain causal attention within the soft prompt
+
+    def advance(self, n):
+        pass
 
 
 def apply_prompt(model, length: int = 16, init_text_ids: list[int] | None = None, seed: int = 0) -> nn.Module:
