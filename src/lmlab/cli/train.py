@@ -16,7 +16,7 @@ FLAGS = {
     "--holdout-tasks": ("flan.holdout", lambda s: [x.strip() for x in s.split(",") if x.strip()],
                         "with --data flan: task clusters kept out of training and scored before/after"),
     "--output": ("output", str, "run folder: metrics.jsonl, loss.png, checkpoints/, final/"),
-    "--method": ("method", str, "what trains: full | lora"),
+    "--method": ("method", str, "what trains: full | head | feature | lora | adapter | prefix | prompt"),
     "--max-steps": ("max_steps", int, "optimizer steps (0: run --epochs)"),
     "--epochs": ("epochs", float, None),
     "--batch-size": ("batch_size", int, "sequences per micro-batch per process"),
