@@ -39,6 +39,13 @@ def test_fewshot_is_seeded_and_never_uses_the_item_itself(tmp_path):
         assert len(ids) == 3 and item.doc_id not in ids and len(set(ids)) == 3
 
 
+def test_fewshot_draws_beyond_the_evaluated_items_but_never_the_item(tmp_path):
+    task, everything = _gsm8k_items(tmp_path, n=6)
+    p = Prompter(task, everything[:1], PromptOptions(fewshot=5, seed=0), pool=everything)
+    demos = p.demonstrations(everything[0])
+    assert sorted(d.doc_id for d in demos) == [1, 2, 3, 4, 5]
+
+
 def test_fewshot_text_layout_follows_lm_eval(tmp_path):
     task, items = _gsm8k_items(tmp_path)
     p = Prompter(task, items, PromptOptions(fewshot=2, seed=0))
@@ -82,7 +89,7 @@ def test_mmlu_five_shot_takes_the_subjects_dev_examples_in_order(tmp_path):
     (tmp_path / "test" / "law_test.csv").write_text("Test?,a,b,c,d,B\n")
     task = builtin("mmlu")
     items = make_items(task, load_mmlu(str(tmp_path)))
-    p = Prompter(task, items, PromptOptions(fewshot=5), pool=mmlu_fewshot_pool(str(tmp_path)))
+    p = Prompter(task, items, PromptOptions(fewshot=5), pool=make_items(task, mmlu_fewshot_pool(str(tmp_path))))
     prompt = p.prompt(items[0])
     assert prompt.startswith("The following are multiple choice questions (with answers) about law.\n\n"
                              "Dev 0?\nA. a\nB. b\nC. c\nD. d\nAnswer: A\n\nDev 1?")

@@ -1,7 +1,8 @@
 """Prompting as an evaluation setting: a prompt is description + demonstrations + the item.
 
-- few-shot: K demonstrations, drawn with a seeded random generator from the evaluated data
-  (never the item itself), or the first K of a separate pool such as MMLU's dev split;
+- few-shot: K demonstrations, drawn with a seeded random generator from the whole data file
+  (never the item itself, whatever --limit keeps), or the first K of the item's group in a
+  separate pool such as MMLU's dev split;
 - chain of thought (--cot): demonstrations whose answers include the reasoning;
 - zero-shot CoT (Kojima et al. 2022), two stages: "Let's think step by step." makes the model
   reason; a second prompt, the first plus the reasoning plus an answer trigger, extracts the
@@ -21,8 +22,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from lmlab.errors import LmlabError
-from lmlab.eval.data import Record
-from lmlab.eval.tasks import Item, Task, make_item, render
+from lmlab.eval.tasks import Item, Task, render
 
 ZERO_SHOT_COT_TRIGGER = "Let's think step by step."
 # Kojima et al.'s answer trigger for arithmetic (their Table 9).
@@ -61,19 +61,19 @@ class Prompter:
     """Builds each item's prompt for one task under the given options."""
 
     def __init__(self, task: Task, items: list[Item], options: PromptOptions, tokenizer=None,
-                 pool: list[Record] | None = None):
+                 pool: list[Item] | None = None):
+        """pool: where demonstrations come from (default: the evaluated items)."""
         options.check(task)
         self.task, self.options, self.tokenizer = task, options, tokenizer
         self.rng = random.Random(options.seed)
-        # Demonstrations come from a separate pool (MMLU's dev split) or from the evaluated items.
-        self.pool = [make_item(task, -1 - i, r) for i, r in enumerate(pool)] if pool else None
-        self.items = items
+        self.pool = pool if pool is not None else items
+        self.separate = task.fewshot_sampler == "first_n" and pool is not None
         if options.chat_template and (tokenizer is None or not tokenizer.chat_template):
             raise LmlabError("--chat-template: this model has no chat template")
         k = options.fewshot
-        if k and self.pool is None and len(items) <= k:
+        if k and not self.separate and len(self.pool) <= k:
             raise LmlabError(f"--fewshot {k} needs more than {k} items to draw demonstrations from "
-                             f"(the data has {len(items)})")
+                             f"(the data has {len(self.pool)})")
 
     @property
     def delimiter(self) -> str:
@@ -84,13 +84,11 @@ class Prompter:
         k = self.options.fewshot
         if not k:
             return []
-        if self.pool is not None and self.task.fewshot_sampler == "first_n":
-            same = [d for d in self.pool if d.record.group == item.record.group]
-            return same[:k]
-        pool = self.pool if self.pool is not None else self.items
+        if self.separate:
+            return [d for d in self.pool if d.record.group == item.record.group][:k]
         # As lm-eval: draw k+1 and drop the item itself, so it is never its own demonstration.
-        drawn = self.rng.sample(pool, min(k + 1, len(pool)))
-        return [d for d in drawn if d is not item and d.doc_id != item.doc_id][:k]
+        drawn = self.rng.sample(self.pool, min(k + 1, len(self.pool)))
+        return [d for d in drawn if d.record.where != item.record.where][:k]
 
     def answer(self, demo: Item) -> str:
         """A demonstration's answer: the right choice, or the target (with reasoning under --cot)."""

@@ -24,7 +24,7 @@ from lmlab.eval.tasks import Item, Task, get_task, make_items, with_prompt
 class _Prepared:
     task: Task
     items: list[Item]
-    pool: list[Record] | None  # a separate demonstration pool (MMLU's dev split)
+    pool: list[Item] | None  # demonstrations: a separate pool (MMLU's dev split) or the whole file
 
 
 def evaluate(lm, tasks: str | Task | list[str | Task], *, data: str | None = None, limit: int | None = None,
@@ -79,13 +79,20 @@ def _prepare(task: Task, data, split, limit, options: PromptOptions) -> _Prepare
     source = data or task.data
     if not source:
         raise LmlabError(f"task {task.name}: no data; give --data FILE (or `data:` in the task YAML)")
-    records = (task.loader or load_records)(source, split or task.split)
-    if limit:  # the first N items; for grouped data (MMLU subjects) the first N of each group
-        records = _first_per_group(records, limit)
+    everything = (task.loader or load_records)(source, split or task.split)
+    # --limit: the first N items; for grouped data (MMLU subjects) the first N of each group.
+    records = _first_per_group(everything, limit) if limit else everything
     if not records:
         raise LmlabError(f"{source}: no items")
-    pool = task.fewshot_loader(source) if (task.fewshot_loader and options.fewshot) else None
-    return _Prepared(task, make_items(task, records), pool)
+    items = make_items(task, records)
+    pool = None
+    if options.fewshot:
+        separate = task.fewshot_loader(source) if task.fewshot_loader else None
+        if separate:
+            pool = make_items(task, separate)
+        elif len(records) < len(everything):  # demonstrations may come from beyond the limit
+            pool = make_items(task, everything)
+    return _Prepared(task, items, pool)
 
 
 def _first_per_group(records: list[Record], limit: int) -> list[Record]:
