@@ -92,3 +92,24 @@ def test_self_consistency_votes_over_n_sampled_paths(bundled_lm, gsm8k_file, tmp
     assert len(row["response"]) == len(row["votes"]) == 3
     assert row["votes"] == [extract(r, "gsm8k") for r in row["response"]]
     assert row["pred"] == majority_vote(row["votes"])
+
+
+def test_yaml_generative_task_reports_reference_metrics(bundled_lm, tmp_path):
+    from lmlab.eval import metrics
+    from lmlab.eval.runner import evaluate
+
+    rows = [{"q": "What is the capital of France?", "ref": "The capital of France is Paris."},
+            {"q": "What colour is the sky?", "ref": "The sky is blue."}]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "t.yaml").write_text("type: generate\ndata: d.jsonl\nprompt: \"{{q}}\"\ntarget: \"{{ref}}\"\n"
+                                     "until: [\"\\n\"]\nanswer: none\nmetrics: [exact_match, bleu, chrf, rougeL]\n")
+    report = evaluate(bundled_lm, str(tmp_path / "t.yaml"), chat_template=True, max_new_tokens=12,
+                      output_dir=tmp_path / "out", progress=False)
+    m = report["results"]["t"]
+    samples = [json.loads(x) for x in (tmp_path / "out" / "samples_t.jsonl").read_text().splitlines()]
+    preds, refs = [s["pred"] for s in samples], [r["ref"] for r in rows]
+    assert preds == [s["response"].strip() for s in samples]
+    assert m["bleu"] == pytest.approx(metrics.bleu(preds, refs))
+    assert m["chrf"] == pytest.approx(metrics.chrf(preds, refs))
+    assert m["rougeL"] == pytest.approx(metrics.rouge(preds, refs)["rougeL"])
+    assert m["bleu_stderr"] is None and m["n"] == 2

@@ -188,3 +188,10 @@ def test_recipe_tasks_load_and_render_every_item(recipe):
         pytest.skip(f"{task.data} is absent (../shared/data only on CI and developer machines)")
     items = _items(task, task.data)
     assert items and all(i.text for i in items)
+
+
+def test_hub_dataset_offline_is_one_clear_error(monkeypatch):
+    pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(LmlabError, match=r"hf:nobody/nothing: cannot load .*give a local file"):
+        load_records("hf:nobody/nothing", "test")

@@ -57,7 +57,9 @@ def evaluate(lm, tasks: str | Task | list[str | Task], *, data: str | None = Non
     for p in prepared:
         t0 = time.perf_counter()
         if p.task.kind == "humaneval":
-            metrics, samples = {p.task.name: _humaneval(lm, limit, code_samples, ks, options, output_dir)}, None
+            metrics = {p.task.name: _humaneval(lm, limit, code_samples, ks, options, output_dir, max_new_tokens,
+                                               progress)}
+            samples = None  # lmlab.eval.code writes samples_humaneval.jsonl itself
         else:
             metrics, samples = _run(lm, p, options, max_length, max_new_tokens, progress)
         seconds = time.perf_counter() - t0
@@ -145,14 +147,15 @@ def _run_items(lm, task: Task, items, pool, options, max_length, max_new_tokens,
     return {task.name: metrics}, samples
 
 
-def _humaneval(lm, limit, n_samples, ks, options: PromptOptions, output_dir) -> dict:
+def _humaneval(lm, limit, n_samples, ks, options: PromptOptions, output_dir, max_new_tokens, progress) -> dict:
     try:
         from lmlab.eval.code import evaluate_humaneval
     except ImportError as e:
         raise LmlabError(f"humaneval is unavailable ({e})") from None
     temperature = options.temperature if n_samples > 1 else 0.0
+    extra = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
     m = evaluate_humaneval(lm, limit=limit, n_samples=n_samples, ks=tuple(ks), temperature=temperature,
-                           seed=options.seed, output_dir=output_dir)
+                           seed=options.seed, output_dir=output_dir, progress=progress, **extra)
     return {**m, **{f"{k}_stderr": None for k in m if k.startswith("pass@") and f"{k}_stderr" not in m}}
 
 
