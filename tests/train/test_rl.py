@@ -74,24 +74,33 @@ def test_ppo_with_lora_keeps_one_base_model_and_logs_its_curves(setup, monkeypat
     assert (tmp / "ppo" / "final" / "config.json").is_file()
 
 
-def test_reward_model_shared_by_swapping_scores_like_the_exported_one(setup):
-    """The reward adapter swapped into a policy built on the same base scores exactly like the
-    reward model exported with its adapter merged."""
+@pytest.mark.parametrize("method", ["lora", "feature"])
+def test_reward_model_on_the_policy_trunk_scores_like_the_exported_one(setup, method):
+    """A LoRA reward model (its adapter swapped in) or a probe (method feature: the policy with
+    adapters off) on the policy's own trunk scores exactly like the exported reward model."""
     import torch
 
     from lmlab.model.io.hf import load_model
     from lmlab.model.peft.lora import apply_lora
+    from lmlab.train import align
     from lmlab.train.objectives import reward
 
     config, tmp, _ = setup
+    run = tmp / "rm"
+    if method == "feature":
+        run = tmp / "rm_probe"
+        align.rm(config("rm_probe", max_steps=2, method="feature"))
     cfg = config("unused")
     policy = load_model(cfg.model)
     apply_lora(policy, 4, cfg.lora.alpha, 0.0)
+    for name, p in policy.named_parameters():  # a trained policy: adapters away from zero
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, 0, 0.5)
     before = {n: p.clone() for n, p in policy.named_parameters()}
-    shared = reward.load(tmp / "rm", policy, cfg.model)
-    separate = reward.load(tmp / "rm")
+    shared = reward.load(run, policy, cfg.model)
+    assert isinstance(shared, type(lambda: 0))  # on the policy, not a loaded model's bound method
     items = [([5, 6, 7], [[8, 9], [10]]), ([11], [[12, 13, 1]])]
-    assert shared(items) == pytest.approx(separate(items), abs=1e-4)
+    assert shared(items) == pytest.approx(reward.load(run)(items), abs=1e-4)
     assert all(torch.equal(p, before[n]) for n, p in policy.named_parameters())  # swapped back
 
 

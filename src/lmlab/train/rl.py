@@ -253,8 +253,10 @@ def rsft(cfg: TrainConfig) -> dict:
     from lmlab.train.objectives import sft as sft_objective
     from lmlab.train.run import finish, sft_batches
 
-    d, model, tokenizer, folder, info, scorer, engine, _ = _setup(cfg, "rsft")
     c = cfg.ppo
+    if c.samples < 2:
+        raise LmlabError(f"rsft keeps the best of ppo.samples responses; give ppo.samples >= 2, got {c.samples}")
+    d, model, tokenizer, folder, info, scorer, engine, _ = _setup(cfg, "rsft")
     conversations = read_prompts(cfg.data, cfg.skip_bad_rows)
     ids = [prompt_ids(p, tokenizer, cfg.chat_template) for p in conversations]
     seen = []
@@ -268,7 +270,8 @@ def rsft(cfg: TrainConfig) -> dict:
     model.eval()
     outs = engine.generate(ids, params, scorer=score, progress=cfg.progress and d.main)
     model.train()
-    best = [scorer([(p, [completion_ids(o.outputs[0])])])[0] for p, o in zip(ids, outs)]
+    k = c.samples  # the engine scores a request's K samples one after another
+    best = [max(seen[i:i + k]) for i in range(0, len(seen), k)]
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"best_of_{c.samples}.jsonl"

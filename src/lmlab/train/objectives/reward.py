@@ -173,37 +173,53 @@ def swapped(model, state: dict[str, torch.Tensor]):
 
 def load(path, policy=None, policy_folder=None, device="cpu"):
     """A trained reward model as a scorer: items -> rewards. `path` is a run folder of
-    `lmlab train rm` (or its final/). When the policy has LoRA adapters shaped like the reward
-    model's and both were trained from the same base folder, the reward model is the policy's own
-    trunk with the reward adapter swapped in: no second model in memory."""
-    from safetensors import safe_open
-
+    `lmlab train rm` (or its final/). With a LoRA policy built on the reward model's own base
+    folder, the reward model runs on the policy's trunk, so no second model is in memory: a LoRA
+    reward model has its adapter swapped in, a probe (method feature: trunk untouched) has the
+    adapters switched off."""
     from lmlab.model.io.hf import load_model
-    from lmlab.model.peft.lora import lora_modules
 
     run = Path(path)
     final = run / "final" if (run / "final").is_dir() else run
-    adapter = run / "adapter"
-    if policy is not None and policy_folder is not None and (adapter / LORA_FILE).is_file():
-        import json
-
-        base = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
-        with safe_open(str(adapter / LORA_FILE), "pt") as f:
-            state = {k: f.get_tensor(k) for k in f.keys()}
-            scaling = float(f.metadata()["scaling"])
-        params = dict(policy.named_parameters())
-        fits = (base and Path(base).resolve() == Path(policy_folder).resolve()
-                and all(k in params and params[k].shape == v.shape for k, v in state.items())
-                and len(state) == sum(1 for k in params if ".lora_" in k)
-                and {m.scaling for m in lora_modules(policy).values()} == {scaling})
-        if fits:
-            state = {k: v.to(device=params[k].device, dtype=params[k].dtype) for k, v in state.items()}
-            rm = RewardModel(policy, load_head(adapter))
-            return lambda items: rm.score(items, context=lambda: swapped(policy, state))
+    shared = _on_policy(run, policy, policy_folder) if policy is not None and policy_folder is not None else None
+    if shared is not None:
+        return shared
     rm = RewardModel(load_model(final).to(device), load_head(final)).eval()
     for p in rm.parameters():
         p.requires_grad_(False)
     return rm.score
+
+
+def _on_policy(run: Path, policy, policy_folder):
+    """The reward model as the policy's trunk in another state, or None when it cannot be."""
+    import yaml
+    from safetensors import safe_open
+
+    from lmlab.model.io.resolve import resolve
+    from lmlab.model.peft.lora import lora_disabled, lora_modules
+
+    mods = lora_modules(policy)
+    if not mods or not (run / "config.yaml").is_file():
+        return None
+    trained = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+    same_base = Path(resolve(trained.get("model"))).resolve() == Path(policy_folder).resolve()
+    if trained.get("method") == "feature" and same_base:
+        rm = RewardModel(policy, load_head(run / "final"))
+        return lambda items: rm.score(items, context=lambda: lora_disabled(policy))
+    adapter = run / "adapter"
+    if not (same_base and (adapter / LORA_FILE).is_file()):
+        return None
+    with safe_open(str(adapter / LORA_FILE), "pt") as f:
+        state = {k: f.get_tensor(k) for k in f.keys()}
+        scaling = float(f.metadata()["scaling"])
+    params = dict(policy.named_parameters())
+    if not (all(k in params and params[k].shape == v.shape for k, v in state.items())
+            and len(state) == sum(1 for k in params if ".lora_" in k)
+            and {m.scaling for m in mods.values()} == {scaling}):
+        return None
+    state = {k: v.to(device=params[k].device, dtype=params[k].dtype) for k, v in state.items()}
+    rm = RewardModel(policy, load_head(adapter))
+    return lambda items: rm.score(items, context=lambda: swapped(policy, state))
 
 
 def load_scorer(cfg, policy=None, policy_folder=None, device="cpu"):
