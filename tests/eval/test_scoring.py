@@ -8,10 +8,10 @@ import random
 import pytest
 import torch
 
-from lmlab.engine.scoring import _pack, score
+from lmlab.engine.scoring import MIN_SHARED, _pack, score
 from lmlab.errors import LmlabError
 
-VOCAB, CTX = 97, 64
+VOCAB, CTX = 97, 128
 LLAMA = dict(model_type="llama", vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, intermediate_size=48, max_position_embeddings=CTX,
              bos_token_id=None, eos_token_id=None, pad_token_id=None)
@@ -51,7 +51,8 @@ def _requests(seed=0):
 def test_scores_equal_transformers_per_request(pair, name):
     hf, ours = pair(name)
     reqs = _requests()
-    got = score(ours, reqs, row_tokens=24, batch_tokens=64)  # small rows: many tries per batch
+    # Small rows: many tries per batch, and padding between them.
+    got = score(ours, reqs, row_tokens=24, max_row_tokens=48, batch_tokens=64)
     for (ctx, cont), s in zip(reqs, got):
         ll, greedy = _reference(hf, ctx, cont)
         assert s.logprob == pytest.approx(ll, abs=1e-4)
@@ -62,8 +63,9 @@ def test_scores_equal_transformers_per_request(pair, name):
 def test_row_and_batch_sizes_do_not_change_scores(pair):
     _, ours = pair("llama")
     reqs = _requests(1)
-    a = [s.logprob for s in score(ours, reqs, row_tokens=1, batch_tokens=1)]  # one request per forward
-    b = [s.logprob for s in score(ours, reqs, row_tokens=512, batch_tokens=4096)]  # all in one trie
+    one_each = score(ours, reqs, row_tokens=1, max_row_tokens=1, batch_tokens=1)  # a forward per request
+    one_trie = score(ours, reqs, row_tokens=512, max_row_tokens=512, batch_tokens=4096)
+    a, b = [s.logprob for s in one_each], [s.logprob for s in one_trie]
     assert a == pytest.approx(b, abs=1e-5)
 
 
@@ -79,14 +81,27 @@ def test_shared_prefixes_are_stored_once_in_the_trie():
     ctx = [5, 6, 7, 8]
     inputs = [ctx + [3, 4], ctx + [1, 2], ctx + [1], ctx]  # inputs exclude each request's last token
     order = sorted(range(4), key=lambda i: inputs[i])
-    (row,) = _pack(inputs, order, row_tokens=100)
+    (row,) = _pack(inputs, order, 100, 100)
     assert row.tokens == [5, 6, 7, 8, 1, 2, 3, 4]  # the context once, then each branch's own tokens
     assert row.depth == [0, 1, 2, 3, 4, 5, 4, 5]  # positions restart after the shared context
     assert not row.chain  # two branches: tree attention, not plain causal
 
 
+def test_a_long_shared_prefix_keeps_requests_in_one_long_row(pair):
+    hf, ours = pair("llama")
+    rng = random.Random(4)
+    prefix = [rng.randrange(VOCAB) for _ in range(MIN_SHARED + 6)]  # a few-shot prefix, say
+    reqs = [(prefix + [i] + [rng.randrange(VOCAB) for _ in range(4)], [rng.randrange(VOCAB) for _ in range(3)])
+            for i in range(4)]  # each branch starts with its own token
+    inputs = [(c + k)[:-1] for c, k in reqs]
+    rows = _pack(inputs, sorted(range(4), key=lambda i: inputs[i]), 16, 512)
+    assert len(rows) == 1 and len(rows[0].tokens) == len(prefix) + 4 * 7
+    for (ctx, cont), s in zip(reqs, score(ours, reqs, row_tokens=16, max_row_tokens=512)):
+        assert s.logprob == pytest.approx(_reference(hf, ctx, cont)[0], abs=1e-4)
+
+
 def test_nested_requests_form_one_causal_chain():
-    (row,) = _pack([[1, 2, 3], [1, 2], [1, 2, 3, 4]], [1, 0, 2], row_tokens=100)
+    (row,) = _pack([[1, 2, 3], [1, 2], [1, 2, 3, 4]], [1, 0, 2], 100, 100)
     assert row.tokens == [1, 2, 3, 4] and row.chain
 
 

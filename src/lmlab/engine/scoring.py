@@ -67,8 +67,16 @@ class _Row:
     chain: bool  # one unbranched path: plain causal attention suffices
 
 
-def _pack(inputs: list[list[int]], order: list[int], row_tokens: int) -> list[_Row]:
-    """Insert the requests, in sorted order, into tries of at most `row_tokens` nodes.
+# Attention within a row costs (row length)^2, wasted between requests that share nothing, so
+# rows stay short (row_tokens) unless the requests share a long prefix: then one long row
+# (up to max_row_tokens) computes it once. Sharing 64 tokens saves more than the extra
+# attention of a 2048-token row costs.
+MIN_SHARED = 64
+
+
+def _pack(inputs: list[list[int]], order: list[int], row_tokens: int, max_row_tokens: int) -> list[_Row]:
+    """Insert the requests, in sorted order, into tries of at most `row_tokens` nodes, or
+    `max_row_tokens` for requests that share at least MIN_SHARED tokens with the previous one.
 
     In lexicographic order a request shares with the trie exactly the prefix it shares with
     the previous request, so insertion needs no trie lookups."""
@@ -81,7 +89,8 @@ def _pack(inputs: list[list[int]], order: list[int], row_tokens: int) -> list[_R
             n = min(len(seq), len(prev))
             while lcp < n and seq[lcp] == prev[lcp]:
                 lcp += 1
-        if row is None or len(row.tokens) + len(seq) - lcp > max(row_tokens, len(seq)):
+        size = len(row.tokens) + len(seq) - lcp if row is not None else 0
+        if row is None or size > (max_row_tokens if lcp >= MIN_SHARED else row_tokens):
             row, lcp = _Row([], [], [], True), 0
             rows.append(row)
         elif lcp < len(prev):
@@ -108,11 +117,12 @@ def _ancestor_mask(row: _Row, T: int) -> np.ndarray:
 
 @torch.inference_mode()
 def score(model, requests: Sequence[tuple[list[int], list[int]]], *, max_length: int | None = None,
-          row_tokens: int = 512, batch_tokens: int = 2048,
+          row_tokens: int = 256, max_row_tokens: int = 2048, batch_tokens: int = 2048,
           progress: Callable[[int], None] | None = None) -> list[Score]:
     """Log-likelihood of each continuation given its context (both token-id lists).
 
-    row_tokens: trie size per row (longer requests get a row of their own);
+    row_tokens / max_row_tokens: trie size per row, without / with a long shared prefix (a
+    longer request gets a row of its own);
     batch_tokens: rows x row length per forward pass (memory and matmul size);
     progress(n): called with the number of requests finished by each forward pass."""
     L = max_length or model.config.max_seq_len
@@ -127,12 +137,11 @@ def score(model, requests: Sequence[tuple[list[int], list[int]]], *, max_length:
         inputs.append((list(ctx) + list(cont))[-(L + 1):][:-1])
         conts.append(list(cont))
     order = sorted(range(len(inputs)), key=lambda i: inputs[i])
-    rows = _pack(inputs, order, row_tokens)
+    rows = _pack(inputs, order, row_tokens, max_row_tokens)
 
     results: list[Score | None] = [None] * len(requests)
     dev = next(model.parameters()).device
-    # Rows are nearly equal in length (each is filled to row_tokens), so batching them in
-    # order of length wastes little on padding.
+    # Batching rows in order of length wastes little on padding.
     rows.sort(key=lambda r: len(r.tokens))
     b = 0
     while b < len(rows):
