@@ -145,7 +145,6 @@ def score(model, requests: Sequence[tuple[list[int], list[int]]], *, max_length:
     rows.sort(key=lambda r: len(r.tokens))
     b = 0
     while b < len(rows):
-        T = len(rows[b].tokens)
         e = b + 1
         while e < len(rows) and (e - b + 1) * len(rows[e].tokens) <= batch_tokens:
             e += 1

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from lmlab.errors import LmlabError
 from lmlab.eval import generative, multiple_choice, perplexity, results

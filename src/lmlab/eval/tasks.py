@@ -276,7 +276,8 @@ def builtin(name: str, fmt: str | None = None) -> Task:
         if fmt not in ("letter", "cloze"):
             raise LmlabError(f"mmlu format must be letter or cloze, got {fmt!r}")
         letter = fmt == "letter"
-        return Task("mmlu", "multiple_choice", text=MMLU_LETTER if letter else "Question: {{question.strip()}}\nAnswer:",
+        cloze = "Question: {{question.strip()}}\nAnswer:"
+        return Task("mmlu", "multiple_choice", text=MMLU_LETTER if letter else cloze,
                     choices=["A", "B", "C", "D"] if letter else "choices", target="{{label}}",
                     description=MMLU_DESCRIPTION, metrics=["acc"] if letter else ["acc", "acc_norm"],
                     loader=load_mmlu, fewshot_loader=mmlu_fewshot_pool, fewshot_sampler="first_n")
