@@ -57,12 +57,13 @@ def cmd_eval(args) -> int:
     except ValueError:
         raise LmlabError(f"--k takes comma-separated integers, got {args.k!r}") from None
     # The model loads only once every task's data has been read and checked.
-    report = evaluate(lambda: load(args.model, args.weights), args.task, data=args.data, limit=args.limit,
-                      fewshot=args.fewshot, seed=args.seed, chat_template=args.chat_template, cot=args.cot,
-                      zero_shot_cot=args.zero_shot_cot, self_consistency=args.self_consistency,
-                      temperature=args.temperature, max_new_tokens=args.max_new_tokens, fmt=args.format, prompt_template=args.prompt_template,
-                      split=args.split, max_length=args.max_length, code_samples=args.samples, ks=ks,
-                      output_dir=args.output, progress=not args.no_progress, model_name=args.model or "smollm2")
+    report = evaluate(
+        lambda: load(args.model, args.weights), args.task, data=args.data, split=args.split, limit=args.limit,
+        fewshot=args.fewshot, seed=args.seed, chat_template=args.chat_template, cot=args.cot,
+        zero_shot_cot=args.zero_shot_cot, self_consistency=args.self_consistency, temperature=args.temperature,
+        max_new_tokens=args.max_new_tokens, fmt=args.format, prompt_template=args.prompt_template,
+        max_length=args.max_length, code_samples=args.samples, ks=ks, output_dir=args.output,
+        progress=not args.no_progress, model_name=args.model or "smollm2")
     print(markdown_table(report["results"]))
     if args.output:
         print(f"\nwrote {args.output}/results.json")
