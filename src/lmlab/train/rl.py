@@ -158,7 +158,7 @@ class Rollouts:
     def evaluate(self, prompts: list[list[int]]) -> dict:
         """Mean reward, KL to the reference (k1, per response) and length of one sampled response
         per held-out prompt (fixed seeds, so evaluations compare)."""
-        responses = self.sample(prompts, 1, 12345)
+        responses = self.sample(prompts, 1, self.cfg.seed + 12345)
         items = [(p, rs) for p, rs in zip(prompts, responses)]
         scores = self.scores(items)
         policy, ref, _ = self.logps(items)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from lmlab.errors import LmlabError
 from lmlab.train.objectives import responses as R
+from lmlab.train.trainer import _to
 
 LOSSES = ("sigmoid", "robust", "ipo")
 
@@ -87,7 +88,7 @@ class DPO:
         device = next(model.parameters()).device
         right = total = loss_sum = 0.0
         for s in range(0, len(examples), batch_size):
-            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in collate(examples[s:s + batch_size]).items()}
+            batch = _to(collate(examples[s:s + batch_size]), device)
             h_c, h_r = self.log_ratios(model, batch)
             right += float((h_c > h_r).sum() + 0.5 * (h_c == h_r).sum())
             loss_sum += float(self.losses(h_c, h_r, batch["lengths"]).sum())
@@ -103,7 +104,7 @@ def precompute(model, items, reference=None, batch_size: int = 8) -> None:
     model.eval()
     for s in range(0, len(items), batch_size):
         chunk = items[s:s + batch_size]
-        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in collate(chunk).items()}
+        batch = _to(collate(chunk), device)
         ref = reference_logps(model, batch, reference).tolist()
         for i, r in enumerate(chunk):
             r.ref_logps = ref[2 * i:2 * i + 2]

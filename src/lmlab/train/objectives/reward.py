@@ -17,6 +17,7 @@ from torch import nn
 
 from lmlab.errors import LmlabError
 from lmlab.train.objectives import responses as R
+from lmlab.train.trainer import _to
 
 HEAD_FILE = "reward_head.safetensors"  # holds "score.weight", the name transformers' *ForSequenceClassification uses
 
@@ -56,8 +57,7 @@ class RewardModel(nn.Module):
         out = []
         with context():
             for s in range(0, len(items), batch_size):
-                batch = {k: v.to(device) if torch.is_tensor(v) else v
-                         for k, v in R.pack(items[s:s + batch_size]).items()}
+                batch = _to(R.pack(items[s:s + batch_size]), device)
                 out += self(batch).tolist()
         self.train(was)
         return out
@@ -106,7 +106,7 @@ def pair_accuracy(model: RewardModel, examples, batch_size: int = 8) -> dict:
     device = next(model.parameters()).device
     right = total = loss_sum = 0.0
     for s in range(0, len(examples), batch_size):
-        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in collate(examples[s:s + batch_size]).items()}
+        batch = _to(collate(examples[s:s + batch_size]), device)
         r = model(batch)
         chosen, rejected = r[0::2], r[1::2]
         right += float((chosen > rejected).sum() + 0.5 * (chosen == rejected).sum())
