@@ -189,16 +189,14 @@ def pretrain(cfg: TrainConfig) -> dict:
     result.update({"params": counts["total"], "active_params": counts["active"], "flops_per_token": flops_token,
                    "model_flops_per_s": achieved, "peak_flops_per_s": peak * d.world,
                    "mfu": achieved / (peak * d.world)})
-    if d.main:
-        result.update(samples(model, tokenizer, p.samples))
     if "eval_loss" in result:
         result["eval_ppl"] = math.exp(min(result["eval_loss"], 50))
-    return finish(trainer, model, config, folder, cfg, result)
+    return finish(trainer, model, config, tokenizer, folder, cfg, result)
 
 
-def finish(trainer, model, config, folder, cfg: TrainConfig, result: dict) -> dict:
-    """DIR/final (an HF folder with the tokenizer), DIR/loss.png and the resolved config, written by
-    rank 0. Under FSDP the shards are first gathered into a fresh model of the same config."""
+def finish(trainer, model, config, tokenizer, folder, cfg: TrainConfig, result: dict) -> dict:
+    """Samples, DIR/final (an HF folder with the tokenizer), DIR/loss.png and the resolved config,
+    by rank 0. Under FSDP the shards are first gathered into a fresh model of the same config."""
     from lmlab.config import save_config
     from lmlab.model.io.hf import save_model
     from lmlab.model.transformer import Transformer
@@ -213,6 +211,7 @@ def finish(trainer, model, config, folder, cfg: TrainConfig, result: dict) -> di
             model = Transformer(config)
             model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
     if trainer.d.main:
+        result.update(samples(model, tokenizer, cfg.pretrain.samples))
         save_config(cfg, out / "config.yaml")
         result["final"] = str(save_model(model.eval(), out / "final", tokenizer_folder=folder))
         if (out / "metrics.jsonl").is_file():

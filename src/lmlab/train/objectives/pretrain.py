@@ -16,7 +16,7 @@ def loss(model, batch) -> tuple:
     # The trainer divides the summed loss by the token count, so the balancing term is scaled by
     # it too: the update then carries aux_loss_coef * aux, as in Switch and Mixtral.
     total = total + model.config.aux_loss_coef * aux * count
-    return total, count, {**metrics, **balance(load), "aux_loss": float(aux),
+    return total, count, {**metrics, **balance(load), "aux_loss": aux.item(),
                           "dropped": sum(m.dropped for m in layers) / len(layers)}
 
 
