@@ -41,13 +41,14 @@ class LM:
              compile: bool = False) -> "LM":
         """weights: fp32 | bf16 | int8 | int4 (see lmlab.model.quant); compile: torch.compile the
         decode step (faster tokens after a one-off compilation of a minute or two)."""
-        from lmlab.model.quant import convert_weights
+        from lmlab.model.quant import check_format
 
+        check_format(weights, device)
         from lmlab.model.peft import apply_trained, base_of
 
         base = base_of(spec)  # a trained adapter folder: its base model, then the adapter on top
         folder = resolve(base or spec)
-        model = convert_weights(load_model(folder).to(device), weights)
+        model = load_model(folder, weights=weights).to(device)
         if base:
             apply_trained(model, spec)
         return cls(model, Tokenizer.from_folder(folder), folder, compile)

@@ -22,10 +22,13 @@ class Int8Linear(nn.Module):
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
-        w = linear.weight.detach().float()
-        scale = w.abs().amax(dim=1).clamp(min=1e-8) / 127
-        self.register_buffer("qweight", (w / scale[:, None]).round().clamp(-127, 127).to(torch.int8))
-        self.register_buffer("scale", scale.to(torch.bfloat16))
+        w = linear.weight.detach()
+        lo, hi = w.aminmax(dim=1)
+        # bf16 is what the kernel multiplies by, so round with that scale (not its fp32 original)
+        scale = (torch.maximum(-lo, hi).float().clamp(min=1e-8) / 127).to(torch.bfloat16)
+        q = _quantise_rows(w, lambda x, r: (x / scale[r, None].float()).round_().clamp_(-127, 127), torch.int8)
+        self.register_buffer("qweight", q)
+        self.register_buffer("scale", scale)
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().to(torch.bfloat16),
                                                                    requires_grad=False)
         self.in_features, self.out_features = linear.in_features, linear.out_features
@@ -47,16 +50,20 @@ class Int4Linear(nn.Module):
 
     def __init__(self, linear: nn.Linear, group: int = 32):
         super().__init__()
-        w = linear.weight.detach().float()
+        w = linear.weight.detach()
         n, k = w.shape
         if k % group:
             raise LmlabError(f"int4 needs in_features divisible by {group}, got {k}")
         g = w.reshape(n, k // group, group)
-        lo, hi = g.amin(-1, keepdim=True), g.amax(-1, keepdim=True)
-        scale = ((hi - lo) / 15).clamp(min=1e-8)
-        q = ((g - lo) / scale).round().clamp(0, 15).to(torch.int32).reshape(n, k)
-        # torch's kernel computes (q - 8) * scale + zero, so zero = min + 8 * scale.
-        sz = torch.cat([scale, lo + 8 * scale], -1).transpose(0, 1).contiguous().to(torch.bfloat16)
+        lo, hi = g.aminmax(dim=-1)
+        scale = ((hi.float() - lo.float()) / 15).clamp(min=1e-8).to(torch.bfloat16)
+        # torch's kernel computes (q - 8) * scale + zero in bf16, so zero = min + 8 * scale, and q is
+        # rounded against exactly what the kernel will decode (q = 0 -> zero - 8 * scale).
+        zero = (lo.float() + 8 * scale.float()).to(torch.bfloat16)
+        base = zero.float() - 8 * scale.float()
+        q = _quantise_rows(g, lambda x, r: (x - base[r, :, None]).div_(scale[r, :, None].float()).round_().clamp_(0, 15),
+                           torch.int32).reshape(n, k)
+        sz = torch.stack([scale, zero], -1).transpose(0, 1).contiguous()  # [k / group, n, 2]
         self.register_buffer("qweight", torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 2))
         self.register_buffer("scales_and_zeros", sz)
         self.group, self.in_features, self.out_features = group, k, n
@@ -72,22 +79,40 @@ class Int4Linear(nn.Module):
         return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
 
 
-def convert_weights(model: nn.Module, fmt: str) -> nn.Module:
-    """Convert a loaded model in place to an inference weight format."""
+def _quantise_rows(w: torch.Tensor, encode, dtype: torch.dtype, rows: int = 4096) -> torch.Tensor:
+    """encode(fp32 rows, their slice) for blocks of rows, into one `dtype` tensor: the fp32
+    temporaries stay small (a 50k-token vocabulary head alone is 100+ MB in fp32)."""
+    q = torch.empty(w.shape, dtype=dtype)
+    for i in range(0, w.shape[0], rows):
+        q[i:i + rows] = encode(w[i:i + rows].float(), slice(i, i + rows))
+    return q
+
+
+def check_format(fmt: str, device: str | torch.device = "cpu") -> None:
     if fmt not in FORMATS:
         raise LmlabError(f"unknown weight format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "int4" and torch.device(device).type != "cpu":
+        raise LmlabError("int4 weights are implemented for the CPU only; use int8 or bf16")
+
+
+def convert_weights(model: nn.Module, fmt: str) -> nn.Module:
+    """Convert a loaded model in place to an inference weight format (blocks that
+    `convert_module` already converted are left as they are)."""
+    check_format(fmt, model.embed.weight.device)
+    # A head tied to the embedding is untied by quantisation: the head becomes an Int8/Int4Linear
+    # made from the shared weight, and the embedding lookup stays bf16.
+    return convert_module(model, fmt)
+
+
+def convert_module(module: nn.Module, fmt: str) -> nn.Module:
+    """Convert one module in place: linears are quantised from their weights as loaded (fp32),
+    then everything else floating point goes to the format's dtype. Used block by block while
+    loading, so the whole model never exists in fp32 when a smaller format is asked for."""
     if fmt == "fp32":
-        return model.float()
-    model = model.to(torch.bfloat16)
+        return module.float()
     if fmt in ("int8", "int4"):
-        if model.lm_head.weight is model.embed.weight:  # untie: the embedding lookup stays bf16
-            model.lm_head = nn.Linear(model.config.dim, model.config.vocab_size, bias=False,
-                                      device=model.embed.weight.device, dtype=torch.bfloat16)
-            model.lm_head.weight = nn.Parameter(model.embed.weight.detach().clone(), requires_grad=False)
-        if fmt == "int4" and model.embed.weight.device.type != "cpu":
-            raise LmlabError("int4 weights are implemented for the CPU only; use int8 or bf16")
-        _replace_linears(model, Int8Linear if fmt == "int8" else Int4Linear)
-    return model
+        _replace_linears(module, Int8Linear if fmt == "int8" else Int4Linear)
+    return module.to(torch.bfloat16)
 
 
 def _replace_linears(module: nn.Module, cls) -> None:

@@ -16,6 +16,7 @@ import torch
 from lmlab.errors import LmlabError
 from lmlab.model.config import ModelConfig
 from lmlab.model.io.folder import save_hf_folder
+from lmlab.model.quant import convert_module, convert_weights
 from lmlab.model.transformer import Transformer
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -72,22 +73,33 @@ def read_config(folder: str | Path) -> ModelConfig:
     return ModelConfig.from_hf(hf)
 
 
-def read_tensors(folder: str | Path) -> dict[str, torch.Tensor]:
-    """All tensors of a folder's safetensors files (sharded or not), with their HF names."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def _tensor_files(folder: Path) -> dict[str, Path]:
+    """HF tensor name -> the safetensors file (of a sharded or single-file checkpoint) holding it."""
+    from safetensors import SafetensorError, safe_open
 
-    folder = Path(folder)
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         raise LmlabError(f"{folder}: no *.safetensors weights (only safetensors checkpoints are read)")
-    tensors = {}
+    where = {}
     for f in files:
         try:
-            tensors.update(load_file(str(f)))
+            with safe_open(str(f), "pt") as h:
+                where.update(dict.fromkeys(h.keys(), f))
         except (SafetensorError, OSError, ValueError) as e:
             raise LmlabError(f"{f}: corrupt safetensors file ({e})") from None
-    return tensors
+    return where
+
+
+def _read(where: dict[str, Path], names: list[str]) -> dict[str, torch.Tensor]:
+    """Some tensors, each file open only while they are read: an open file is memory-mapped, and
+    the mapped pages it has touched count toward the process's resident memory."""
+    from safetensors import safe_open
+
+    out = {}
+    for f in sorted({where[n] for n in names}):
+        with safe_open(str(f), "pt") as h:
+            out.update({n: h.get_tensor(n) for n in names if where[n] == f})
+    return out
 
 
 def hf_to_ours(hf: dict[str, torch.Tensor], c: ModelConfig) -> dict[str, torch.Tensor]:
@@ -126,24 +138,48 @@ def ours_to_hf(state: dict[str, torch.Tensor], c: ModelConfig) -> dict[str, torc
     return {_rename(n, LLAMA_NAMES, to_hf=True): t for n, t in split.items()}
 
 
-def load_model(folder: str | Path, dtype: torch.dtype = torch.float32) -> Transformer:
-    """Build our Transformer from an HF folder; weights are assigned, never randomly initialised."""
+def load_model(folder: str | Path, dtype: torch.dtype = torch.float32, weights: str | None = None) -> Transformer:
+    """Build our Transformer from an HF folder; weights are assigned, never randomly initialised.
+
+    weights: an inference format (fp32 | bf16 | int8 | int4, see `lmlab.model.quant`), applied
+    block by block as the checkpoint is read: peak memory is the converted model plus one block
+    as loaded, never the whole model in `dtype`.
+    """
     config = read_config(folder)
-    state = hf_to_ours(read_tensors(folder), config)
+    where = _tensor_files(Path(folder))
     with torch.device("meta"):
         model = Transformer(config)
     expected = set(model.state_dict())
     if config.tie_embeddings:
         expected.discard("lm_head.weight")
-    missing = sorted(expected - set(state))
+    table = LLAMA_NAMES if config.family == "llama" else GPT2_NAMES
+    blocks: dict[int | None, list[str]] = {}  # layer -> its HF names; None: embeddings, final norm, head
+    for name in where:
+        ours = _rename(name.removeprefix("transformer."), table) or ""
+        m = re.match(r"layers\.(\d+)\.", ours)
+        blocks.setdefault(int(m.group(1)) if m else None, []).append(name)
+    loaded: set[str] = set()
+    for layer in sorted(blocks, key=lambda i: (i is None, i or 0)):  # the layers in order, then the rest
+        state = hf_to_ours(_read(where, blocks[layer]), config)
+        state = {k: v.to(dtype) for k, v in state.items() if k in expected}
+        model.load_state_dict(state, strict=False, assign=True)
+        loaded |= state.keys()
+        if layer is not None and weights and layer < config.n_layers:
+            _check_loaded(folder, {k for k in expected if k.startswith(f"layers.{layer}.")}, loaded)
+            convert_module(model.layers[layer], weights)
+    _check_loaded(folder, expected, loaded)
+    if config.tie_embeddings:
+        model.lm_head.weight = model.embed.weight
+    if weights:
+        convert_weights(model, weights)
+    return model.eval()
+
+
+def _check_loaded(folder, expected: set[str], loaded: set[str]) -> None:
+    missing = sorted(expected - loaded)
     if missing:
         raise LmlabError(f"{folder}: weights missing from the checkpoint: {', '.join(missing[:5])}"
                          + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""))
-    state = {k: v.to(dtype) for k, v in state.items() if k in expected}
-    model.load_state_dict(state, strict=False, assign=True)
-    if config.tie_embeddings:
-        model.lm_head.weight = model.embed.weight
-    return model.eval()
 
 
 # ---- writing --------------------------------------------------------------------------------

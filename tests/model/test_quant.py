@@ -1,0 +1,100 @@
+"""Inference weight formats: the quantisers' error bounds, loading straight into a format (block
+by block) giving the same model as converting after loading, and each format's cost in logits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lmlab.errors import LmlabError
+from lmlab.model.config import ModelConfig
+from lmlab.model.io.hf import load_model, save_model
+from lmlab.model.quant import Int4Linear, Int8Linear, convert_weights
+from lmlab.model.transformer import Transformer
+
+CONFIG = dict(vocab_size=96, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128, max_seq_len=64)
+
+
+def _weight_seen_by(q: nn.Module, in_features: int) -> torch.Tensor:
+    """The weight a quantised linear actually multiplies by: its output for the identity."""
+    with torch.no_grad():
+        return q(torch.eye(in_features)).float().T
+
+
+def test_int8_is_within_half_a_step_of_each_weight():
+    torch.manual_seed(0)
+    lin = nn.Linear(64, 48, bias=False)
+    q = Int8Linear(lin)
+    step = q.scale.float()[:, None]
+    err = (_weight_seen_by(q, 64) - lin.weight).abs()
+    assert q.qweight.dtype == torch.int8 and q.qweight.abs().max() <= 127
+    assert (err <= step / 2 + lin.weight.abs() * 2**-7 + 1e-6).all()
+
+
+def test_int4_is_within_half_a_step_of_each_weight_in_its_group():
+    torch.manual_seed(0)
+    lin = nn.Linear(64, 48, bias=False)
+    q = Int4Linear(lin, group=32)
+    step = q.scales_and_zeros[..., 0].float().T.repeat_interleave(32, dim=1)  # [out, in]
+    err = (_weight_seen_by(q, 64) - lin.weight).abs()
+    assert (err <= step / 2 + lin.weight.abs() * 2**-7 + 1e-6).all()
+
+
+def test_int4_needs_groups_that_divide_the_inputs():
+    with pytest.raises(LmlabError, match="divisible by 32"):
+        Int4Linear(nn.Linear(40, 8))
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["untied", "tied"])
+def folder(request, tmp_path_factory):
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(**CONFIG, tie_embeddings=request.param))
+    return save_model(model, tmp_path_factory.mktemp("quant") / "m")
+
+
+@pytest.mark.parametrize("fmt", ["bf16", "int8", "int4"])
+def test_loading_into_a_format_equals_converting_after_loading(folder, fmt):
+    direct = load_model(folder, weights=fmt).state_dict()
+    after = convert_weights(load_model(folder), fmt).state_dict()
+    assert direct.keys() == after.keys()
+    assert all(torch.equal(direct[k], after[k]) for k in direct)
+    if fmt in ("int8", "int4"):  # the head is quantised even when tied; the embedding stays bf16
+        assert "lm_head.qweight" in direct and direct["embed.weight"].dtype == torch.bfloat16
+
+
+def test_unknown_format_is_refused_before_loading(folder):
+    with pytest.raises(LmlabError, match="unknown weight format 'int3'"):
+        load_model(folder, weights="int3")
+
+
+# ---- the cost of each format on the real model -------------------------------------------------------
+
+TEXT = ("Rivers shape the land they cross in ways that are slow to see but easy to measure. Water that "
+        "falls as rain or melts from snow gathers in small channels, and these channels join to form "
+        "streams and then rivers. As the water moves downhill, it carries sand, silt and small stones.")
+
+
+@pytest.fixture(scope="module")
+def reference(bundled_folder):
+    from lmlab.tokenizer import Tokenizer
+
+    ids = torch.tensor([Tokenizer.from_folder(bundled_folder).encode(TEXT)])
+    with torch.inference_mode():
+        return ids, load_model(bundled_folder)(ids)[0].float().log_softmax(-1)
+
+
+# mean KL(fp32 || format) per position, and the share of positions whose argmax is fp32's
+# (measured on this text: bf16 0.002 / 1.0, int8 0.009 / 0.97, int4 0.064 / 0.90)
+BOUNDS = {"bf16": (0.005, 0.95), "int8": (0.025, 0.9), "int4": (0.15, 0.8)}
+
+
+@pytest.mark.parametrize("fmt", list(BOUNDS))
+def test_format_logits_stay_close_to_fp32(bundled_folder, reference, fmt):
+    ids, ref = reference
+    with torch.inference_mode():
+        logp = load_model(bundled_folder, weights=fmt)(ids)[0].float().log_softmax(-1)
+    kl = (ref.exp() * (ref - logp)).sum(-1).mean().item()
+    agree = (logp.argmax(-1) == ref.argmax(-1)).float().mean().item()
+    max_kl, min_agree = BOUNDS[fmt]
+    assert kl < max_kl and agree > min_agree, (kl, agree)
