@@ -1,6 +1,6 @@
 """Preference learning on real data: Anthropic HH-RLHF (harmless-base test split), bundled model.
 
-    python benchmarks/preference_hh.py [--rm-pairs 256] [--dpo-pairs 64] [--eval-pairs 200] ...
+    python benchmarks/preference_hh.py [--rm-pairs 256] [--dpo-pairs 96] [--eval-pairs 200] ...
 
 20% of the dialogues (a seeded shuffle) are held out. Pairs longer than --max-length tokens
 (prompt + both answers, chat template applied) are left out on both sides, to fit a CPU budget.
@@ -75,7 +75,7 @@ def stage(name: str, work: Path, args) -> dict:
                           epochs=args.rm_epochs, **common)
         return align.rm(cfg)
     if name == "dpo":
-        cfg = load_config(TrainConfig, None, None, data=str(work / "dpo.jsonl"), method="lora", lr=5e-5,
+        cfg = load_config(TrainConfig, None, None, data=str(work / "dpo.jsonl"), method="lora", lr=1e-4,
                           epochs=1, **{**common, "batch_size": 4}, dpo={"beta": 0.1})
         return align.dpo(cfg)
     cfg = load_config(TrainConfig, None, None, data=str(work / "ppo.jsonl"), method="lora", lr=1e-4,
@@ -93,7 +93,7 @@ def main() -> None:
     p.add_argument("--rm-method", default="feature", help="feature (a probe) | lora | full")
     p.add_argument("--rm-epochs", type=float, default=2)
     p.add_argument("--rm-lr", type=float, default=2e-3)
-    p.add_argument("--dpo-pairs", type=int, default=64)
+    p.add_argument("--dpo-pairs", type=int, default=96)
     p.add_argument("--eval-pairs", type=int, default=200)
     p.add_argument("--ppo-rollouts", type=int, default=4)
     p.add_argument("--ppo-eval-prompts", type=int, default=32)

@@ -2,7 +2,7 @@
 alongside, on preference data the project writes itself (lmlab.train.prefgen: right vs wrong
 arithmetic, refusing vs complying with harmful requests, concise vs rambling answers).
 
-    python recipes/instructgpt.py [--out runs/instructgpt] [--pairs 192] [--ppo-rollouts 6]
+    python recipes/instructgpt.py [--out runs/instructgpt] [--pairs 96] [--ppo-rollouts 4]
 
 Writes OUT/report.json and OUT/report.md with: the reward model's held-out pair accuracy; PPO's
 reward, KL and response length over its steps (OUT/ppo_curves.png); and the win rate of the PPO
@@ -89,25 +89,25 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/instructgpt")
-    p.add_argument("--pairs", type=int, default=192)
-    p.add_argument("--held", type=int, default=48)
-    p.add_argument("--ppo-rollouts", type=int, default=6)
-    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--pairs", type=int, default=96)
+    p.add_argument("--held", type=int, default=32)
+    p.add_argument("--ppo-rollouts", type=int, default=4)
+    p.add_argument("--max-new-tokens", type=int, default=24)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     out = Path(args.out)
     data = make_data(out, args.pairs, args.held, args.seed)
     report = {}
 
-    sft = run.sft(config(data=data["sft"], output=str(out / "sft"), epochs=2, lr=5e-4))
+    sft = run.sft(config(data=data["sft"], output=str(out / "sft"), epochs=1, lr=5e-4))
     report["sft_loss"] = sft["loss"]
     rm = align.rm(config(model=sft["final"], data=data["pairs"], eval_data=data["held"], output=str(out / "rm"),
                          epochs=1, lr=5e-4))
     report["rm_held_out_accuracy"] = rm["eval_accuracy"]
     ppo = rl.ppo(config(model=sft["final"], data=data["pairs"], eval_data=data["held"], output=str(out / "ppo"),
                         epochs=args.ppo_rollouts, lr=2e-4, rm={"models": [str(out / "rm")]},
-                        ppo={"rollout_size": 16, "max_new_tokens": args.max_new_tokens, "kl_coef": 0.05,
-                             "kl_target": 3.0, "kl_horizon": 500, "eval_prompts": 24}))
+                        ppo={"rollout_size": 8, "max_new_tokens": args.max_new_tokens, "kl_coef": 0.05,
+                             "kl_target": 3.0, "kl_horizon": 200, "eval_prompts": args.held}))
     rows = [json.loads(l) for l in (out / "ppo" / "metrics.jsonl").read_text().splitlines()]
     report["ppo"] = {k: {"start": rows[0].get(k), "end": rows[-1].get(k)} for k in ("eval_reward", "eval_kl", "eval_length")}
     report["ppo_curves"] = str(plot_ppo(out / "ppo" / "metrics.jsonl", out / "ppo_curves.png"))

@@ -46,6 +46,8 @@ class Rollouts:
         self.examples: list[P.Rollout] = []  # refilled in place: the trainer holds this list
         self.stats: dict = {}
         self._plans: dict[int, list] = {}
+        if c.temperature <= 0:
+            raise LmlabError(f"ppo.temperature must be > 0: the policy is the sampling distribution, got {c.temperature}")
         if c.rollout_size % (cfg.batch_size * cfg.grad_accum):
             raise LmlabError(f"ppo.rollout_size ({c.rollout_size}) must be a multiple of batch_size x grad_accum "
                              f"({cfg.batch_size * cfg.grad_accum}), so that updates do not straddle rollouts")
@@ -180,13 +182,12 @@ def _setup(cfg: TrainConfig, name: str):
     """Shared by ppo, grpo and rsft: model, tokenizer, engine, prompts and the reward scorer."""
     from lmlab.lm import LM
     from lmlab.train.align import start
+    from lmlab.train.objectives.reward import load_scorer
 
     d, model, tokenizer, folder, info = start(cfg, name)
     if d.world > 1:
         raise LmlabError(f"{name} runs in one process (rollouts are not sharded across ranks)")
     model.to(d.device)
-    from lmlab.train.objectives.reward import load_scorer
-
     scorer = load_scorer(cfg, model, folder, d.device)
     engine = LM(model, tokenizer, Path(folder)).engine
     engine.max_batch = max(engine.max_batch, cfg.ppo.samples)
