@@ -71,7 +71,7 @@ def markdown_table(results: dict[str, dict]) -> str:
     lines = ["| task | metric | value | ± stderr | n |", "|---|---|---:|---:|---:|"]
     for task, metrics in results.items():
         for name, value in metrics.items():
-            if name.endswith("_stderr") or name in ("n", "seconds", "items_per_s") or not _number(value):
+            if name.endswith("_stderr") or name in ("n", "tokens", "seconds", "items_per_s") or not _number(value):
                 continue
             se = metrics.get(f"{name}_stderr")
             lines.append(f"| {task} | {name} | {_fmt(value)} | {_fmt(se) if se is not None else ''} | "
