@@ -39,21 +39,31 @@ class _TreeAttention:
 
     length = 0
 
-    def __init__(self, allowed: torch.Tensor | None, positions: torch.Tensor):
-        self.allowed, self.positions = allowed, positions  # [B, 1, T, T] bool (None: causal), [B, T]
+    def __init__(self, allowed: torch.Tensor | None, positions: torch.Tensor, dtype: torch.dtype):
+        self.allowed, self.positions, self.dtype = allowed, positions, dtype  # [B, 1, T, T] bool or None, [B, T]
+        self.masks: dict = {}
 
     def update(self, layer, k, v):
         return k, v
 
     def mask(self, T, key_mask, window, device):
-        if window is None or self.allowed is None and int(self.positions.max()) < window:
-            return self.allowed
+        if window is not None and self.allowed is None and int(self.positions.max()) < window:
+            window = None  # a window longer than every row changes nothing
+        if window not in self.masks:
+            self.masks[window] = self._additive(T, window, device)
+        return self.masks[window]
+
+    def _additive(self, T, window, device):
         allowed = self.allowed
-        if allowed is None:  # plain causal rows
-            i = torch.arange(T, device=device)
-            allowed = (i[None, :] <= i[:, None])[None, None]
-        near = (self.positions[:, None, :, None] - self.positions[:, None, None, :]) < window
-        return allowed & near
+        if window is not None:
+            if allowed is None:  # plain causal rows
+                i = torch.arange(T, device=device)
+                allowed = (i[None, :] <= i[:, None])[None, None]
+            allowed = allowed & ((self.positions[:, None, :, None] - self.positions[:, None, None, :]) < window)
+        if allowed is None:
+            return None
+        # An additive float mask, built once: SDPA converts a boolean one on every call (every layer).
+        return torch.zeros(allowed.shape, dtype=self.dtype, device=device).masked_fill_(~allowed, float("-inf"))
 
     def advance(self, n):
         pass
@@ -140,7 +150,8 @@ def score(model, requests: Sequence[tuple[list[int], list[int]]], *, max_length:
     rows = _pack(inputs, order, row_tokens, max_row_tokens)
 
     results: list[Score | None] = [None] * len(requests)
-    dev = next(model.parameters()).device
+    p = next(model.parameters())
+    dev, dtype = p.device, p.dtype
     # Batching rows in order of length wastes little on padding.
     rows.sort(key=lambda r: len(r.tokens))
     b = 0
@@ -160,7 +171,7 @@ def score(model, requests: Sequence[tuple[list[int], list[int]]], *, max_length:
         else:
             allowed = torch.from_numpy(np.stack([_ancestor_mask(r, T) for r in batch]))[:, None]
         tokens, depth = tokens.to(dev), depth.to(dev)
-        tree = _TreeAttention(allowed.to(dev) if allowed is not None else None, depth)
+        tree = _TreeAttention(allowed.to(dev) if allowed is not None else None, depth, dtype)
         h = model.hidden_states(tokens, depth, cache=tree)
         _read_scores(model, h, batch, inputs, conts, results)
         if progress:
