@@ -6,7 +6,7 @@ On the bundled model (SmolLM2-135M-Instruct), a 40-token chat prompt, greedy, EO
   (`lmlab.engine.bench.bench_decode`: tok/s = all generated tokens / wall time, prefill included);
 * transformers `AutoModelForCausalLM.from_pretrained(folder, dtype=float32).generate` for a batch
   of 1, 8 and 32 identical prompts (tok/s = batch * new tokens / seconds, prefill included);
-* llama.cpp (`llama_cpp.Llama`, the bundled Q4_1 GGUF itself, 2 threads) for 1 stream
+* llama.cpp (`llama_cpp.Llama`, the bundled Q4_1 GGUF itself, `--threads`, default 2) for 1 stream
   (tok/s of the decode phase: tokens after the first / time after the first);
 * time to first token for a 1,000-token prompt: lmlab (each format) vs llama.cpp;
 * perplexity of a fixed English text under each lmlab format (one forward pass).
@@ -15,7 +15,11 @@ Every configuration runs in its own fresh process (the script re-invokes itself 
 `--one SYSTEM:WEIGHTS:WHAT`), so its peak RSS is its own. A peer that is not importable is
 skipped with a note.
 
-    python benchmarks/decode.py [--quick] [--new-tokens 128] [--json results.json]
+    python benchmarks/decode.py [--quick] [--new-tokens 128] [--threads 2] [--json results.json]
+
+`--threads` sets the CPU threads of every system alike (torch's and llama.cpp's; default 2). On a
+machine that other jobs keep busy, 2 threads can be several times slower than 1: both systems'
+threads spin-wait for each other at every parallel region, and a descheduled one stalls the rest.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ STREAMS = (1, 8, 32)
 PROMPT_TOKENS = 40
 LONG_PROMPT_TOKENS = 1000
 GGUF_WEIGHTS = "Q4_1"  # the bundled file's own format
+THREADS = 2  # CPU threads of every system (--threads)
 
 # Neutral expository prose for the perplexity measurement (~250 words, written for this script).
 PPL_TEXT = """\
@@ -139,7 +144,8 @@ def run_llama_cpp(what: str, prompt: list[int], new_tokens: int) -> dict:
 
     from lmlab.model.io.resolve import bundled_gguf
 
-    llm = llama_cpp.Llama(model_path=str(bundled_gguf("smollm2")), n_threads=2, n_ctx=2048, verbose=False)
+    llm = llama_cpp.Llama(model_path=str(bundled_gguf("smollm2")), n_threads=THREADS, n_threads_batch=THREADS,
+                          n_ctx=2048, verbose=False)
     greedy = dict(temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0)
 
     def once(n: int) -> tuple[float, float, int]:
@@ -208,7 +214,7 @@ def _run_one(spec: str, new_tokens: int) -> dict:
 # ---- the parent: plan, run each configuration in a fresh process, report --------------------------
 
 def child(spec: str, new_tokens: int, stdin: str = "") -> dict:
-    cmd = [sys.executable, __file__, "--one", spec, "--new-tokens", str(new_tokens)]
+    cmd = [sys.executable, __file__, "--one", spec, "--new-tokens", str(new_tokens), "--threads", str(THREADS)]
     p = subprocess.run(cmd, input=stdin, capture_output=True, text=True)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
     if p.returncode or not lines:
@@ -272,12 +278,18 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: fp32+int8, streams 1 and 8, 32 new tokens")
     ap.add_argument("--new-tokens", type=int, default=None, help="new tokens per stream (default 128; 32 with --quick)")
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads for every system (default 2)")
     ap.add_argument("--json", metavar="PATH", help="also save all results as JSON")
     ap.add_argument("--one", metavar="SPEC", help=argparse.SUPPRESS)  # child mode
     args = ap.parse_args()
     new_tokens = args.new_tokens or (32 if args.quick else 128)
+    global THREADS
+    THREADS = args.threads
 
     if args.one:
+        if not args.one.startswith("llama.cpp"):
+            import torch
+            torch.set_num_threads(THREADS)
         print(json.dumps(run_one(args.one, new_tokens)), flush=True)
         return
 
@@ -332,7 +344,8 @@ def main() -> None:
                      "peak_rss_mb": r.get("peak_rss_mb", "error"),
                      "other_cpu_%": r.get("other_cpu_pct", "")})
     print_table(rows, title=f"decode: bundled SmolLM2-135M-Instruct, {PROMPT_TOKENS}-token chat prompt, "
-                            f"{new_tokens} new tokens/stream, greedy, EOS ignored; one process per row")
+                            f"{new_tokens} new tokens/stream, greedy, EOS ignored; {THREADS} threads; "
+                            "one process per row")
     print("tok/s: lmlab and transformers = all generated tokens / wall time (prefill included); "
           "llama.cpp = decode phase only (tokens after the first / time after the first).\n"
           "ttft_s: mean time to first token over the streams (transformers: batch 1 only).\n"

@@ -1,6 +1,6 @@
 """Where one decode step's time goes: a torch.profiler table for the engine's decode step.
 
-    python benchmarks/profile_decode.py [--weights int4] [--streams 1] [--steps 20]
+    python benchmarks/profile_decode.py [--weights int4] [--streams 1] [--steps 20] [--threads 1]
 """
 
 from __future__ import annotations
@@ -19,7 +19,11 @@ def main() -> None:
     ap.add_argument("--weights", default="int4")
     ap.add_argument("--streams", type=int, default=1)
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (1 gives steadier tables on a machine other jobs keep busy)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     lm = lmlab.load(weights=args.weights)
     engine = lm.engine
     prompt = synthetic_prompt(lm.tokenizer, 40)

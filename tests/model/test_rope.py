@@ -105,10 +105,10 @@ def test_rotary_cos_sin_match_transformers(case):
     positions = torch.tensor([[0, 1, 2, 700, 1500, 4000], [5, 3, 0, 0, 9, 2047]])
     x = torch.zeros(2, 6, head_dim)
     ref_cos, ref_sin = ref(x, positions)  # [B, T, hd], attention factor already applied
-    cos, sin = ours(positions, torch.float32)  # [B, 1, T, hd]
-    assert cos.shape == (2, 1, 6, head_dim)
-    torch.testing.assert_close(cos[:, 0], ref_cos, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(sin[:, 0], ref_sin, rtol=1e-5, atol=1e-5)
+    cos, sin = ours(positions, torch.float32)  # [B, T, 1, hd]
+    assert cos.shape == (2, 6, 1, head_dim)
+    torch.testing.assert_close(cos[:, :, 0], ref_cos, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sin[:, :, 0], ref_sin, rtol=1e-5, atol=1e-5)
 
 
 def test_apply_rotary_matches_transformers_rotate_half_layout():
@@ -116,11 +116,11 @@ def test_apply_rotary_matches_transformers_rotate_half_layout():
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
     torch.manual_seed(0)
-    q, k = torch.randn(2, 4, 6, 16), torch.randn(2, 2, 6, 16)
+    q, k = torch.randn(2, 4, 6, 16), torch.randn(2, 2, 6, 16)  # transformers' [B, heads, T, hd]
     cos, sin = Rotary(16, 10000.0, None, 64)(torch.arange(6).expand(2, 6), torch.float32)
-    ref_q, ref_k = apply_rotary_pos_emb(q, k, cos[:, 0], sin[:, 0])
-    torch.testing.assert_close(apply_rotary(q, cos, sin), ref_q)
-    torch.testing.assert_close(apply_rotary(k, cos, sin), ref_k)
+    ref_q, ref_k = apply_rotary_pos_emb(q, k, cos[:, :, 0], sin[:, :, 0])
+    ours = apply_rotary(torch.cat([q, k], 1).transpose(1, 2), cos, sin).transpose(1, 2)  # q and k heads at once
+    torch.testing.assert_close(ours, torch.cat([ref_q, ref_k], 1))
 
 
 def test_rotation_preserves_norm_and_depends_only_on_relative_position():

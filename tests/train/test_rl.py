@@ -125,11 +125,16 @@ def test_rsft_keeps_one_best_response_per_prompt_and_fine_tunes_on_it(setup):
     assert result["best_reward"] >= result["sample_reward"]  # the best of K is at least their mean
 
 
-def test_dpo_with_lora_reference_and_with_precomputed_reference_agree(setup):
+def test_dpo_with_lora_reference_and_with_precomputed_reference_agree(setup, monkeypatch):
+    from lmlab.model.io import hf
     from lmlab.train import align
 
+    loads = []
+    original = hf.load_model
+    monkeypatch.setattr(hf, "load_model", lambda *a, **k: loads.append(a) or original(*a, **k))
     config, tmp, _ = setup
     a = align.dpo(config("dpo", max_steps=3, eval_data=str(tmp / "prefs.jsonl")))
+    assert len(loads) == 1  # the reference is the adapter-disabled policy, not a second model
     b = align.dpo(config("dpo_pre", max_steps=3, eval_data=str(tmp / "prefs.jsonl"), dpo={"precompute_ref": True}))
     assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
     assert a["eval_accuracy"] == pytest.approx(b["eval_accuracy"])

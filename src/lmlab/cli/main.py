@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--streams", type=int, default=1, help="concurrent requests")
     bd.add_argument("--prompt-tokens", type=int, default=40)
     bd.add_argument("--new-tokens", type=int, default=128)
+    bd.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: one per core; 1 is faster when other jobs keep the cores busy)")
     bd.add_argument("--json", action="store_true")
     bd.set_defaults(func=cmd_bench_decode)
 
@@ -162,10 +164,14 @@ def cmd_decode(args) -> int:
 
 
 def cmd_bench_decode(args) -> int:
+    import torch
+
     from lmlab.engine.bench import bench_decode
     from lmlab.lm import load
     from lmlab.report.table import print_kv
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     lm = load(args.model, args.weights, compile=args.compile)
     r = bench_decode(lm, args.streams, args.prompt_tokens, args.new_tokens)
     if args.json:

@@ -226,10 +226,10 @@ class Engine:
         params = [s.params for s in seqs]
         logprobs = logits.log_softmax(-1)
         logits = self._processed(seqs, params, logits)
-        tokens = processors.sample(logits, params, [s.generator for s in seqs]).tolist()
-        for row, (seq, t) in enumerate(zip(seqs, tokens)):
+        chosen = processors.sample(logits, params, [s.generator for s in seqs])
+        tokens, chosen_lps = chosen.tolist(), logprobs.gather(1, chosen[:, None])[:, 0].tolist()  # one read each
+        for row, (seq, t, lp) in enumerate(zip(seqs, tokens, chosen_lps)):
             out, p = seq.out, seq.params
-            lp = float(logprobs[row, t])
             out.cumulative_logprob += lp
             if t in seq.stop_ids:
                 text = seq.stop.flush()  # text held back for a stop string that can no longer complete

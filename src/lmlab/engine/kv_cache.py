@@ -77,10 +77,12 @@ class SlotCache:
         self.lengths += [0] * (slots - len(self.lengths))
 
     def reserve(self, slots: int, max_len: int) -> None:
-        """Make room for `slots` rows of `max_len` tokens (grows geometrically, never shrinks)."""
+        """Make room for `slots` rows of `max_len` tokens. Both dimensions at least double when they
+        grow (never shrink): requests admitted one at a time then copy the cache O(log n) times,
+        not once per request."""
         have_slots, have_len = self.k[0].shape[0], self.k[0].shape[2]
         if slots > have_slots or max_len > have_len:
-            self._allocate(max(slots, have_slots), max(max_len, have_len, 2 * have_len if max_len > have_len else 0))
+            self._allocate(_grow(slots, have_slots), _grow(max_len, have_len))
 
     # ---- slots ----
 
@@ -137,3 +139,7 @@ class SlotCache:
 
     def advance(self, n: int) -> None:
         pass  # lengths move in end_decode, outside the (possibly compiled) forward
+
+
+def _grow(need: int, have: int) -> int:
+    return have if need <= have else max(need, 2 * have)

@@ -61,8 +61,8 @@ class Int4Linear(nn.Module):
         # rounded against exactly what the kernel will decode (q = 0 -> zero - 8 * scale).
         zero = (lo.float() + 8 * scale.float()).to(torch.bfloat16)
         base = zero.float() - 8 * scale.float()
-        q = _quantise_rows(g, lambda x, r: (x - base[r, :, None]).div_(scale[r, :, None].float()).round_().clamp_(0, 15),
-                           torch.int32).reshape(n, k)
+        q = _quantise_rows(g, lambda x, r: (x - base[r, :, None]).div_(scale[r, :, None].float()).round_()
+                           .clamp_(0, 15), torch.int32).reshape(n, k)
         sz = torch.stack([scale, zero], -1).transpose(0, 1).contiguous()  # [k / group, n, 2]
         self.register_buffer("qweight", torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 2))
         self.register_buffer("scales_and_zeros", sz)

@@ -39,18 +39,17 @@ class Attention(nn.Module):
         super().__init__()
         self.layer, self.n_heads, self.n_kv_heads, self.head_dim = layer, c.n_heads, c.n_kv_heads, c.head_dim
         # q, k and v in one matmul (as nanoGPT's c_attn): one weight read, one call per layer.
-        self.sizes = [c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim, c.n_kv_heads * c.head_dim]
-        self.qkv_proj = nn.Linear(c.dim, sum(self.sizes), bias=c.qkv_bias)
+        self.qkv_proj = nn.Linear(c.dim, (c.n_heads + 2 * c.n_kv_heads) * c.head_dim, bias=c.qkv_bias)
         self.o_proj = nn.Linear(c.n_heads * c.head_dim, c.dim, bias=c.o_bias)
 
     def forward(self, x, rope, mask, cache):
         B, T, _ = x.shape
-        q, k, v = self.qkv_proj(x).split(self.sizes, dim=-1)
-        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        H, Hkv = self.n_heads, self.n_kv_heads
+        qkv = self.qkv_proj(x).view(B, T, H + 2 * Hkv, self.head_dim)  # the q, k and v heads side by side
+        qk, v = qkv[:, :, :H + Hkv], qkv[:, :, H + Hkv:].transpose(1, 2)
         if rope is not None:
-            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+            qk = apply_rotary(qk, *rope)  # q and k heads in one call: decoding is bound by op count
+        q, k = qk.transpose(1, 2).split([H, Hkv], dim=1)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)
         # mask=None means plain causal attention over everything cached (no padding, no window).
