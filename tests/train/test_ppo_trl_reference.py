@@ -3,8 +3,8 @@ sampling log-probs), the same weights, then rewards with the KL penalty, GAE, wh
 clipped policy and value losses on both sides, to 1e-5.
 
 trl 1.x removed PPOTrainer, so TRL's side runs in a subprocess on an older trl that still has it:
-set LMLAB_TRL_PPO to an unpacked trl <= 0.24 wheel (pip download trl==0.24.0 --no-deps; unzip).
-Without it the test is skipped; the clipped surrogate alone is checked against trl 1.x in
+`make test` installs trl 0.24 into .venv/trl-ppo (pip install --no-deps --target); LMLAB_TRL_PPO
+names another such folder. Without one the test is skipped; the clipped surrogate alone is checked against trl 1.x in
 test_ppo.py."""
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ import torch
 from lmlab.train.objectives import ppo
 from lmlab.train.objectives import responses as R
 
-TRL_PPO = os.environ.get("LMLAB_TRL_PPO")
+_DEFAULT = Path(__file__).resolve().parents[2] / ".venv" / "trl-ppo"
+TRL_PPO = os.environ.get("LMLAB_TRL_PPO") or (str(_DEFAULT) if _DEFAULT.is_dir() else None)
 
 
-@pytest.mark.skipif(not TRL_PPO, reason="set LMLAB_TRL_PPO to an unpacked trl <= 0.24 (PPOTrainer)")
+@pytest.mark.skipif(not TRL_PPO, reason="no trl <= 0.24 (PPOTrainer): make install, or set LMLAB_TRL_PPO")
 @pytest.mark.parametrize("estimator", ["k1", "k3"])
 def test_one_ppo_update_matches_trl_ppo_trainer(tmp_path, estimator):
     from lmlab.model.io.hf import load_model
