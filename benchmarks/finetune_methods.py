@@ -1,7 +1,8 @@
 """Performance vs efficiency of every fine-tuning method, measured on one task.
 
-    .venv/bin/python benchmarks/finetune_methods.py            # all methods, ~20-40 min on 2 cores
+    .venv/bin/python benchmarks/finetune_methods.py            # all methods, ~8 min on 2 cores
     .venv/bin/python benchmarks/finetune_methods.py --methods lora,prompt --train 64
+    .venv/bin/python benchmarks/finetune_methods.py --report     # table and plot again, from --out
 
 The task: sentiment of short reviews, answered "positive" or "negative", written by a small
 grammar so it runs offline. Half the reviews turn with "but" (the label follows the second
@@ -33,7 +34,7 @@ from pathlib import Path
 METHODS = ["none", "full", "head", "feature", "lora", "adapter", "prefix", "prompt"]
 # Learning rates in each method's usual range (full fine-tuning moves every weight, so it takes
 # the smallest step; a soft prompt is a handful of vectors and takes the largest).
-LR = {"full": 2e-5, "head": 1e-4, "feature": 1e-2, "lora": 1e-3, "adapter": 1e-3, "prefix": 3e-3, "prompt": 3e-2}
+LR = {"full": 2e-5, "head": 1e-4, "feature": 1e-2, "lora": 1e-3, "adapter": 1e-3, "prefix": 1e-3, "prompt": 3e-2}
 
 THINGS = ["food", "service", "movie", "plot", "music", "room", "staff", "price", "screen", "battery", "story", "coffee"]
 POSITIVE = {"train": ["great", "wonderful", "excellent", "lovely", "fantastic", "delightful", "superb", "pleasant"],
@@ -165,6 +166,8 @@ def main() -> int:
     p.add_argument("--train", type=int, default=128, help="training reviews")
     p.add_argument("--test", type=int, default=64, help="test reviews (unseen adjectives)")
     p.add_argument("--epochs", type=float, default=2.0)
+    p.add_argument("--report", action="store_true",
+                   help="only print the table and redraw the plot from the results already in --out")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one method in this process
     args = p.parse_args()
     out = Path(args.out)
@@ -174,13 +177,15 @@ def main() -> int:
         (out / f"{args.one}.json").write_text(json.dumps(row))
         return 0
     out.mkdir(parents=True, exist_ok=True)
-    for path, rows in ((train, make_task(args.train, "train", 0)), (test, make_task(args.test, "test", 0))):
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if not args.report:
+        for path, rows in ((train, make_task(args.train, "train", 0)), (test, make_task(args.test, "test", 0))):
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     results = []
     for method in args.methods.split(","):
-        print(f"--- {method}", flush=True)
-        subprocess.run([sys.executable, __file__, "--one", method, "--out", str(out), "--epochs", str(args.epochs)],
-                       check=True)
+        if not args.report:
+            print(f"--- {method}", flush=True)
+            subprocess.run([sys.executable, __file__, "--one", method, "--out", str(out), "--epochs",
+                            str(args.epochs)], check=True)
         results.append(json.loads((out / f"{method}.json").read_text()))
     from lmlab.report.table import print_table
 
