@@ -13,7 +13,10 @@ def print_table(rows: list[dict], title: str | None = None) -> None:
         table.add_column(c)
     for r in rows:
         table.add_row(*(_fmt(r.get(c, "")) for c in columns))
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # a log file or a pipe: never cut numbers to fit 80 columns
+        console = Console(width=max(console.width, 200))
+    console.print(table)
 
 
 def print_kv(info: dict, title: str | None = None) -> None:
