@@ -1,6 +1,6 @@
 """What each prompting technique does for the bundled model on GSM8K.
 
-    .venv/bin/python benchmarks/gsm8k_prompting.py [--limit 50] [--model M] [--paths 5]
+    .venv/bin/python benchmarks/gsm8k_prompting.py [--limit 50] [--model M] [--paths 5] [--settings cot,sc]
 
 The same first --limit problems of ../shared/data/gsm8k_test_dev200.jsonl under: zero-shot;
 8-shot with bare answers; 8-shot chain-of-thought (demonstrations with their reasoning);
@@ -21,12 +21,12 @@ from pathlib import Path
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k_test_dev200.jsonl"
 
 
-def settings(paths: int) -> list[tuple[str, dict]]:
-    return [("zero-shot", {}),
-            ("8-shot", {"fewshot": 8}),
-            ("8-shot CoT", {"cot": True}),
-            ("zero-shot CoT", {"zero_shot_cot": True}),
-            (f"self-consistency ({paths} CoT paths)", {"cot": True, "self_consistency": paths})]
+def settings(paths: int) -> dict[str, tuple[str, dict]]:
+    return {"zero": ("zero-shot", {}),
+            "fewshot": ("8-shot", {"fewshot": 8}),
+            "cot": ("8-shot CoT", {"cot": True}),
+            "zscot": ("zero-shot CoT", {"zero_shot_cot": True}),
+            "sc": (f"self-consistency ({paths} CoT paths)", {"cot": True, "self_consistency": paths})}
 
 
 def plot(rows: list[dict], path: Path) -> Path:
@@ -52,6 +52,7 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=50)
     ap.add_argument("--model", default=None)
     ap.add_argument("--paths", type=int, default=5, help="sampled paths for self-consistency")
+    ap.add_argument("--settings", default="zero,fewshot,cot,zscot,sc", help="which of zero,fewshot,cot,zscot,sc")
     ap.add_argument("--out", default="runs/gsm8k_prompting")
     args = ap.parse_args()
     if not DATA.is_file():
@@ -63,7 +64,8 @@ def main() -> int:
     lm = lmlab.load(args.model)
     out = Path(args.out)
     rows = []
-    for name, options in settings(args.paths):
+    table = settings(args.paths)
+    for name, options in (table[k] for k in args.settings.split(",")):
         print(f"--- {name}", flush=True)
         folder = out / name.split(" (")[0].replace(" ", "_")
         m = evaluate(lm, "gsm8k", data=str(DATA), limit=args.limit, output_dir=folder, **options)["results"]["gsm8k"]
