@@ -37,14 +37,7 @@ def mixtral(tmp_path_factory):
     return ours.eval(), transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Models this small run faster on one thread: starting threads costs more than their work."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_logits_match_transformers_mixtral(mixtral):
     ours, hf = mixtral

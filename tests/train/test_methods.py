@@ -22,14 +22,7 @@ from lmlab.train.trainer import Trainer
 LR = {"full": 1e-2, "head": 5e-2, "lora": 5e-2, "adapter": 5e-2, "prefix": 5e-2, "prompt": 0.3}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Models this small run faster on one thread: starting threads costs more than their work."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def word_model(random_hf, hf_tokenizer, tmp_path_factory):

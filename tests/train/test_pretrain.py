@@ -25,14 +25,7 @@ def _cfg(out, steps=30, **pretrain_keys):
                        max_steps=steps, lr=1e-2, warmup_steps=3, eval_every=20, progress=False, pretrain=arch)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Models this small run faster on one thread: starting threads costs more than their work."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def dense(tmp_path_factory):

@@ -32,7 +32,7 @@ class Rollout:
     returns: list[float] | None = None
 
 
-class PolicyValue(nn.Module):
+class PolicyValue(R.OnTrunk):
     """The policy and a value head on its trunk: one model for both (LoRA trains them together)."""
 
     def __init__(self, lm: nn.Module):
@@ -40,14 +40,6 @@ class PolicyValue(nn.Module):
         self.lm, self.config = lm, lm.config
         self.value_head = nn.Linear(lm.config.dim, 1, bias=False).to(next(lm.parameters()).device)
         nn.init.zeros_(self.value_head.weight)  # values start at 0: early advantages are plain returns
-
-    @property
-    def gradient_checkpointing(self):
-        return self.lm.gradient_checkpointing
-
-    @gradient_checkpointing.setter
-    def gradient_checkpointing(self, value):
-        self.lm.gradient_checkpointing = value
 
     def forward(self, batch: dict, temperature: float = 1.0):
         """(log-prob, entropy, value) of every response token, flat."""

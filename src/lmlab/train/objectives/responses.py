@@ -13,6 +13,20 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+
+class OnTrunk(nn.Module):
+    """A head on a language model `self.lm` (value model, reward model). The trainer switches
+    gradient checkpointing on the model it gets; it belongs to the trunk."""
+
+    @property
+    def gradient_checkpointing(self):
+        return self.lm.gradient_checkpointing
+
+    @gradient_checkpointing.setter
+    def gradient_checkpointing(self, value):
+        self.lm.gradient_checkpointing = value
 
 
 class _Rows:

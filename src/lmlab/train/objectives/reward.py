@@ -22,7 +22,7 @@ from lmlab.train.trainer import _to
 HEAD_FILE = "reward_head.safetensors"  # holds "score.weight", the name transformers' *ForSequenceClassification uses
 
 
-class RewardModel(nn.Module):
+class RewardModel(R.OnTrunk):
     def __init__(self, lm: nn.Module, head: nn.Linear | None = None):
         super().__init__()
         self.lm = lm
@@ -31,15 +31,6 @@ class RewardModel(nn.Module):
             head = nn.Linear(lm.config.dim, 1, bias=False)
             nn.init.normal_(head.weight, 0.0, 0.02)
         self.head = head.to(next(lm.parameters()).device)
-
-    # The trainer switches gradient checkpointing on the model it gets; it belongs to the trunk.
-    @property
-    def gradient_checkpointing(self):
-        return self.lm.gradient_checkpointing
-
-    @gradient_checkpointing.setter
-    def gradient_checkpointing(self, value):
-        self.lm.gradient_checkpointing = value
 
     def forward(self, batch: dict) -> torch.Tensor:
         """One reward per response of a packed batch (see responses.pack): [S]."""
