@@ -190,6 +190,35 @@ def test_batch_of_varied_prompts_gives_each_prompt_its_own_greedy_tokens(pair, t
         assert g.outputs[0].token_ids == _alone(model, tok, p, GREEDY).token_ids, f"row {i} (prompt length {len(p)})"
 
 
+@pytest.mark.parametrize("budget,prefills", [(10 ** 6, 1), (16, 3), (1, 4)])
+def test_admitted_prompts_share_one_padded_prefill_within_the_token_budget(model, tok, budget, prefills):
+    # Prompts of lengths 11, 3, 7, 16 (padded to 11, 11 and 16 rows), one with prompt log-probs
+    # and one with two seeded samples: each must get exactly what it gets alone.
+    idx = [0, 1, 2, 4]
+    params = [GREEDY, SamplingParams(temperature=0.0, max_tokens=4, prompt_logprobs=2),
+              SamplingParams(temperature=1.0, seed=7, n=2, max_tokens=6), GREEDY]
+    engine = Engine(model, tok, prefill_tokens=budget)
+    shapes = []
+    hook = model.embed.register_forward_pre_hook(lambda m, args: shapes.append(tuple(args[0].shape)))
+    try:
+        ids = [engine.add_request(PROMPTS[i], p) for i, p in zip(idx, params)]
+        engine.step()
+    finally:
+        hook.remove()
+    assert len([s for s in shapes if s[1] > 1]) == prefills  # prompt passes in the first step
+    assert sum(s[0] for s in shapes if s[1] > 1) == 4 and shapes[-1] == (5, 1)  # then one decode of 5 rows
+    done = {}
+    while engine.has_unfinished():
+        done.update((o.request_id, o) for o in engine.step())
+    for rid, i, p in zip(ids, idx, params):
+        alone = Engine(model, tok).complete(PROMPTS[i], p)
+        assert [c.token_ids for c in done[rid].outputs] == [c.token_ids for c in alone.outputs], f"prompt {i}"
+        if p.prompt_logprobs:
+            for got, want in zip(done[rid].prompt_logprobs[1:], alone.prompt_logprobs[1:]):
+                assert got.keys() == want.keys()
+                assert max(abs(got[t] - want[t]) for t in got) < 1e-5
+
+
 @pytest.mark.parametrize("name,params", [("llama", GREEDY), ("mistral_window", GREEDY), ("llama", SAMPLED)],
                          ids=["greedy", "greedy-window", "seeded"])
 def test_requests_added_between_steps_give_their_alone_tokens(pair, tok, name, params):

@@ -98,3 +98,22 @@ def test_format_logits_stay_close_to_fp32(bundled_folder, reference, fmt):
     agree = (logp.argmax(-1) == ref.argmax(-1)).float().mean().item()
     max_kl, min_agree = BOUNDS[fmt]
     assert kl < max_kl and agree > min_agree, (kl, agree)
+
+
+@pytest.mark.parametrize("cls", [Int8Linear, Int4Linear])
+def test_prompt_sized_inputs_take_the_dequantised_path_with_the_same_weight(cls):
+    # Many rows (a prompt) multiply by the weight dequantised to fp32, one row (decoding) runs the
+    # fused kernel: both must see the same quantised weight, up to bf16 rounding of the output.
+    from lmlab.model.quant import DEQUANT_ROWS
+
+    torch.manual_seed(0)
+    q = cls(nn.Linear(128, 192, bias=False))
+    n = DEQUANT_ROWS["int8" if cls is Int8Linear else "int4"]
+    x = torch.randn(n, 128).bfloat16()
+    with torch.no_grad():
+        many = q(x).float()
+        one_by_one = torch.cat([q(x[i:i + 1]) for i in range(n)]).float()
+    assert (many - one_by_one).abs().max() <= 0.02 * one_by_one.abs().max()
+    if cls is Int4Linear:
+        w = q.dequantised()
+        assert torch.allclose(_weight_seen_by(q, 128), w, atol=1e-3)  # the kernel's own weight

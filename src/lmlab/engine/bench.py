@@ -22,8 +22,8 @@ def bench_decode(lm, streams: int = 1, prompt_tokens: int = 40, new_tokens: int 
     prompt = synthetic_prompt(lm.tokenizer, prompt_tokens)
     params = SamplingParams(max_tokens=new_tokens, temperature=0, ignore_eos=True)
     engine = lm.engine
-    if warmup:
-        engine.generate([prompt], SamplingParams(max_tokens=4, temperature=0, ignore_eos=True))
+    if warmup:  # as many streams as timed: a compiled decode step is then ready for that batch
+        engine.generate([prompt] * streams, SamplingParams(max_tokens=4, temperature=0, ignore_eos=True))
     first: dict[str, float] = {}
     t0 = time.perf_counter()
     for i in range(streams):

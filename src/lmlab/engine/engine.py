@@ -1,9 +1,9 @@
 """The Engine: every forward pass that produces tokens or log-probs goes through here.
 
-Continuous batching: requests wait in a queue; each `step()` admits what fits (one prefill per
-request, its samples share the prompt's cache by copy), then runs one batched decode step for
-every running sequence. Finished sequences leave between steps and their slot is reused, so a
-server can add and cancel requests at any time.
+Continuous batching: requests wait in a queue; each `step()` admits what fits (the admitted
+prompts share one right-padded prefill pass, a request's samples share its prompt's cache by
+copy), then runs one batched decode step for every running sequence. Finished sequences leave
+between steps and their slot is reused, so a server can add and cancel requests at any time.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ class _Request:
 
 class Engine:
     def __init__(self, model, tokenizer, eos_token_ids: list[int] | None = None, max_batch: int = 32,
-                 compile: bool = False):
+                 compile: bool = False, prefill_tokens: int = 4096):
         self.model, self.tokenizer = model, tokenizer
         # torch.compile fuses the decode step's many small ops (the cost that dominates a small
         # model on a CPU); it takes a minute or two once, so it is opt-in. Prefill stays eager.
@@ -90,6 +90,7 @@ class Engine:
         self.config = model.config
         self.eos = set(eos_token_ids or [])
         self.max_batch = max_batch
+        self.prefill_tokens = prefill_tokens  # padded prompt tokens per batched prefill pass
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
         self.cache = SlotCache(self.config, self.dtype, self.device)
@@ -134,7 +135,7 @@ class Engine:
         self._reap_aborted()
         self._compact()  # aborted sequences leave before anything else runs
         while self.waiting and len(self.running) + self.waiting[0].params.samples <= self.max_batch:
-            self._prefill(self.waiting.popleft())
+            self._prefill(self._admit())
             self._compact()  # a sample may have stopped on its first token
         if self.running:
             self._decode()
@@ -176,32 +177,59 @@ class Engine:
 
     # ---- scheduling -------------------------------------------------------------------------
 
-    def _prefill(self, req: _Request) -> None:
-        p = req.params
-        n = p.samples
-        first = len(self.running)
+    def _admit(self) -> list[_Request]:
+        """The waiting requests that fit in the batch, in order, while the padded prefill stays
+        within `prefill_tokens` (the first one always goes)."""
+        group, slots, longest = [], len(self.running), 0
+        while self.waiting:
+            req = self.waiting[0]
+            n = max(longest, len(req.prompt))
+            if slots + req.params.samples > self.max_batch or (group and (len(group) + 1) * n > self.prefill_tokens):
+                break
+            group.append(self.waiting.popleft())
+            slots, longest = slots + req.params.samples, n
+        return group
+
+    def _prefill(self, reqs: list[_Request]) -> None:
+        """One forward pass over the prompts, right-padded (causal attention never reaches the
+        padding, and a row's cache length ignores it); row j goes to slot first + j, a request's
+        extra samples to slots after all the rows."""
+        first, lens = len(self.running), [len(r.prompt) for r in reqs]
         # A prefix- or prompt-tuned model writes its key/value prefix into the cache first.
         prefix = self.model.prefix.length if getattr(self.model, "prefix", None) is not None else 0
-        self.cache.reserve(first + n, prefix + len(req.prompt) + p.max_tokens)
-        self.cache.active = first + n
-        ids = torch.tensor([req.prompt], device=self.device)
-        view = self.cache.slot(first)
-        logits = self.model(ids, cache=view, last_only=p.prompt_logprobs is None)[0].float()
-        self.cache.lengths[first] = view.length
-        if p.prompt_logprobs is not None:
-            req.prompt_logprobs = [None] + _top_logprobs(logits[:-1].log_softmax(-1), req.prompt[1:],
-                                                          p.prompt_logprobs)
-        for i in range(n):
-            gen = None
-            if p.seed is not None:
-                gen = torch.Generator(device=self.device).manual_seed(p.seed + 1_000_003 * i)
-            seq = _Sequence(req, i, gen, self.tokenizer, self.eos)
-            seq.slot = first + i
-            if i:
-                self.cache.copy(first, first + i)
-            req.seqs.append(seq)
-            self.running.append(seq)
-        self._advance(req.seqs, logits[-1:].repeat(n, 1))  # a copy per sample: processors write in place
+        total = sum(r.params.samples for r in reqs)
+        self.cache.reserve(first + total, prefix + max(n + r.params.max_tokens for n, r in zip(lens, reqs)))
+        self.cache.active = first + total
+        ids = torch.zeros(len(reqs), max(lens), dtype=torch.long)
+        for j, r in enumerate(reqs):
+            ids[j, :lens[j]] = torch.tensor(r.prompt)
+        view = self.cache.view(first, len(reqs))
+        h = self.model.hidden_states(ids.to(self.device), cache=view)
+        last = self.model.lm_head(h[torch.arange(len(reqs)), torch.tensor(lens) - 1]).float()
+        seqs, rows, extra = [], [], first + len(reqs)
+        for j, (req, n) in enumerate(zip(reqs, lens)):
+            p = req.params
+            self.cache.lengths[first + j] = prefix + n
+            if p.prompt_logprobs is not None:
+                logps = self.model.lm_head(h[j, :n - 1]).float().log_softmax(-1)
+                req.prompt_logprobs = [None] + _top_logprobs(logps, req.prompt[1:], p.prompt_logprobs)
+            for i in range(p.samples):
+                gen = None
+                if p.seed is not None:
+                    gen = torch.Generator(device=self.device).manual_seed(p.seed + 1_000_003 * i)
+                seq = _Sequence(req, i, gen, self.tokenizer, self.eos)
+                seq.slot = first + j if i == 0 else extra
+                if i:
+                    self.cache.copy(first + j, extra)
+                    extra += 1
+                req.seqs.append(seq)
+                seqs.append(seq)
+                rows.append(j)
+        order = sorted(range(len(seqs)), key=lambda k: seqs[k].slot)  # running[i] lives in slot i
+        seqs = [seqs[k] for k in order]
+        self.running += seqs
+        # a copy per sample: processors write in place
+        self._advance(seqs, last[torch.tensor([rows[k] for k in order], device=last.device)])
 
     def _decode(self) -> None:
         seqs = self.running

@@ -48,7 +48,7 @@ class KVCache:
 class SlotCache:
     """Rows 0..active-1 are in use; row i holds lengths[i] tokens at positions 0..lengths[i]-1.
 
-    Prefill goes through `slot(i)`, a KVCache-like view on one row. A batched decode step then
+    Prefill goes through `view(i, n)`, a KVCache-like view on n rows. A batched decode step then
     feeds one token per active row (between begin_decode and end_decode); each row writes at its
     own position and attends to its own keys only.
     """
@@ -86,11 +86,11 @@ class SlotCache:
 
     # ---- slots ----
 
-    def slot(self, i: int) -> KVCache:
-        """A one-row view sharing this cache's storage (for prefill), starting empty."""
+    def view(self, i: int, n: int = 1) -> KVCache:
+        """A view of rows i..i+n-1 sharing this cache's storage (for prefill), starting empty."""
         view = KVCache.__new__(KVCache)
-        view.k = [t[i:i + 1] for t in self.k]
-        view.v = [t[i:i + 1] for t in self.v]
+        view.k = [t[i:i + n] for t in self.k]
+        view.v = [t[i:i + n] for t in self.v]
         view.max_len, view.length = self.k[0].shape[2], 0
         return view
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from lmlab import allocator
+
 
 @dataclass
 class Dist:
@@ -37,6 +39,7 @@ class Dist:
 
 
 def setup(device: str = "auto") -> Dist:
+    allocator.tune()  # training allocates and frees big activations every step
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
