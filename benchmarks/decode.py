@@ -4,6 +4,9 @@ On the bundled model (SmolLM2-135M-Instruct), a 40-token chat prompt, greedy, EO
 
 * lmlab in each weight format (fp32, bf16, int8, int4) for 1, 8 and 32 concurrent streams
   (`lmlab.engine.bench.bench_decode`: tok/s = all generated tokens / wall time, prefill included);
+* the same with the decode step compiled (`lmlab+compile`, `lmlab.load(..., compile=True)`) for 1
+  and 32 streams; the one-off compilation happens in the untimed warm-up and is reported as
+  `warmup_s` (torch.compile also caches its work on disk, so a second process compiles faster);
 * transformers `AutoModelForCausalLM.from_pretrained(folder, dtype=float32).generate` for a batch
   of 1, 8 and 32 identical prompts (tok/s = batch * new tokens / seconds, prefill included);
 * llama.cpp (`llama_cpp.Llama`, the bundled Q4_1 GGUF itself, `--threads`, default 2) for 1 stream
@@ -75,18 +78,18 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def run_lmlab(weights: str, what: str, new_tokens: int) -> dict:
+def run_lmlab(weights: str, what: str, new_tokens: int, compile: bool = False) -> dict:
     import lmlab
     from lmlab.engine.bench import bench_decode
 
-    lm = lmlab.load("smollm2", weights=weights)
+    lm = lmlab.load("smollm2", weights=weights, compile=compile)
     if what == "ppl":
         return {"perplexity": perplexity(lm), "peak_rss_mb": _rss_mb()}
     if what.startswith("ttft"):
         r = bench_decode(lm, streams=1, prompt_tokens=int(what[4:]), new_tokens=1)
         return {"ttft_s": r["ttft_s"], "peak_rss_mb": r["peak_rss_mb"], "prompt_tokens": r["prompt_tokens"]}
     r = bench_decode(lm, streams=int(what), prompt_tokens=PROMPT_TOKENS, new_tokens=new_tokens)
-    return {k: r[k] for k in ("tok_s", "ttft_s", "peak_rss_mb", "seconds")}
+    return {k: r[k] for k in ("tok_s", "ttft_s", "peak_rss_mb", "seconds", "warmup_s")}
 
 
 def perplexity(lm) -> dict:
@@ -201,8 +204,8 @@ def _cpu_times() -> list[int] | None:
 
 def _run_one(spec: str, new_tokens: int) -> dict:
     system, weights, what = spec.split(":")
-    if system == "lmlab":
-        return run_lmlab(weights, what, new_tokens)
+    if system in ("lmlab", "lmlab+compile"):
+        return run_lmlab(weights, what, new_tokens, compile=system == "lmlab+compile")
     payload = json.loads(sys.stdin.read())  # prompt ids from the parent: no tokenizer/torch here
     if system == "transformers":
         return run_transformers(int(what), payload["prompt"], new_tokens)
@@ -227,6 +230,7 @@ def plan(quick: bool, peers: dict[str, bool]) -> list[str]:
     formats = ("fp32", "int8") if quick else FORMATS
     streams = (1, 8) if quick else STREAMS
     specs = [f"lmlab:{w}:{s}" for w in formats for s in streams]
+    specs += [f"lmlab+compile:{w}:{s}" for w in formats for s in (1, streams[-1])]
     if peers["transformers"]:
         specs += [f"transformers:fp32:{s}" for s in streams]
     if peers["llama.cpp"]:
@@ -244,8 +248,9 @@ def ratios(results: dict[str, dict], streams_max: int) -> list[dict]:
         return r.get(key)
 
     def best(prefix_what: str, key: str, pick=max):
-        cands = [(v, spec.split(":")[1]) for spec, r in results.items()
-                 if spec.startswith("lmlab:") and spec.endswith(":" + prefix_what)
+        cands = [(v, spec.split(":")[1] + (" compiled" if spec.startswith("lmlab+compile") else ""))
+                 for spec, r in results.items()
+                 if spec.startswith("lmlab") and spec.endswith(":" + prefix_what)
                  and (v := r.get(key)) is not None]
         return pick(cands) if cands else (None, None)
 
@@ -322,7 +327,7 @@ def main() -> None:
         print(f"[{i}/{len(specs)}] {spec} ...", end="", file=sys.stderr, flush=True)
         t = time.perf_counter()
         payload = ""
-        if not spec.startswith("lmlab:"):
+        if not spec.startswith("lmlab"):
             payload = json.dumps({"prompt": prompts["long" if spec.endswith(f"ttft{LONG_PROMPT_TOKENS}") else "short"]})
         results[spec] = r = child(spec, new_tokens, payload)
         status = "FAILED" if "error" in r else "ok"
@@ -341,6 +346,7 @@ def main() -> None:
                      "streams": f"1 ({what[4:]}-tok prompt)" if ttft_only else what,
                      "tok/s": "-" if ttft_only else (r.get("tok_s") if r.get("tok_s") is not None else "error"),
                      "ttft_s": r.get("ttft_s") if r.get("ttft_s") is not None else "-",
+                     "warmup_s": r.get("warmup_s") if r.get("warmup_s") is not None else "-",
                      "peak_rss_mb": r.get("peak_rss_mb", "error"),
                      "other_cpu_%": r.get("other_cpu_pct", "")})
     print_table(rows, title=f"decode: bundled SmolLM2-135M-Instruct, {PROMPT_TOKENS}-token chat prompt, "
@@ -349,6 +355,7 @@ def main() -> None:
     print("tok/s: lmlab and transformers = all generated tokens / wall time (prefill included); "
           "llama.cpp = decode phase only (tokens after the first / time after the first).\n"
           "ttft_s: mean time to first token over the streams (transformers: batch 1 only).\n"
+          "warmup_s: lmlab's untimed warm-up of 4 tokens per stream (with the compile time in lmlab+compile rows).\n"
           f"other_cpu_%: share of the machine's {os.cpu_count()} CPUs used by other processes (and the "
           "hypervisor) while the row ran; high values mean contention.")
 

@@ -22,8 +22,10 @@ def bench_decode(lm, streams: int = 1, prompt_tokens: int = 40, new_tokens: int 
     prompt = synthetic_prompt(lm.tokenizer, prompt_tokens)
     params = SamplingParams(max_tokens=new_tokens, temperature=0, ignore_eos=True)
     engine = lm.engine
+    t0 = time.perf_counter()
     if warmup:  # as many streams as timed: a compiled decode step is then ready for that batch
         engine.generate([prompt] * streams, SamplingParams(max_tokens=4, temperature=0, ignore_eos=True))
+    warmup_s = time.perf_counter() - t0
     first: dict[str, float] = {}
     t0 = time.perf_counter()
     for i in range(streams):
@@ -37,4 +39,4 @@ def bench_decode(lm, streams: int = 1, prompt_tokens: int = 40, new_tokens: int 
     return {"streams": streams, "tok_s": generated / seconds,
             "ttft_s": sum(first.values()) / len(first) - t0 if first else None,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "seconds": seconds}
+            "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "seconds": seconds, "warmup_s": warmup_s}
