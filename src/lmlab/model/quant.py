@@ -44,14 +44,19 @@ class Int8Linear(nn.Module):
         shape = x.shape
         x2 = x.reshape(-1, shape[-1]).to(torch.bfloat16)
         if x.device.type != "cpu":
-            y = F.linear(x2, self.qweight.to(torch.bfloat16) * self.scale[:, None])
+            y = F.linear(x2, self.dequantised(torch.bfloat16))
         elif x2.shape[0] >= DEQUANT_ROWS["int8"]:
-            y = F.linear(x2.float(), self.qweight.float() * self.scale.float()[:, None])
+            y = F.linear(x2.float(), self.dequantised())
         else:
             y = torch.ops.aten._weight_int8pack_mm(x2, self.qweight, self.scale)
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
+
+
+    def dequantised(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The weight [out, in] that the kernel multiplies by, in `dtype`."""
+        return self.qweight.to(dtype) * self.scale.to(dtype)[:, None]
 
 
 class Int4Linear(nn.Module):

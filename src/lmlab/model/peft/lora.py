@@ -114,9 +114,7 @@ class _Int8Frozen(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        b = ctx.base
-        w = b.qweight.to(grad.dtype) * b.scale.to(grad.dtype)[:, None]
-        return grad @ w, None
+        return grad @ ctx.base.dequantised(grad.dtype), None
 
 
 # ---- applying, merging, disabling -----------------------------------------------------------------
