@@ -48,6 +48,17 @@ def test_an_exception_fails_with_its_last_traceback_line_as_reason():
     assert 'program.py", line 2' in result.stderr
 
 
+def test_a_bare_traceback_header_left_last_by_a_child_does_not_hide_the_error():
+    # Forked children share stderr; one killed mid-traceback leaves only its header at the end.
+    program = ("import sys\nsys.stderr.write('Traceback (most recent call last):\\n  File \"p.py\", line 3\\n'\n"
+               "                 'BlockingIOError: [Errno 11] no more processes\\n'\n"
+               "                 'Traceback (most recent call last):\\n  File \"p.py\", line 3\\n')\n"
+               "sys.exit(1)")
+    result = run_program(program)
+    assert result.status == "failed"
+    assert result.reason == "BlockingIOError: [Errno 11] no more processes"
+
+
 def test_exit_codes_and_syntax_errors_are_failures():
     assert run_program("import sys; sys.exit(3)").reason == "exit code 3"
     assert run_program("import sys; sys.exit(0)").passed

@@ -227,9 +227,18 @@ def _tail(path: str) -> str:
         return f.read().decode("utf-8", "replace")[-_TAIL:]
 
 
+_TRACEBACK_FRAMING = ("Traceback (most recent call last)", "During handling of the above exception",
+                      "The above exception was the direct cause")
+
+
 def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:300] if lines else ""
+    """The error line: the last unindented line that is not traceback framing. Forked children
+    share stderr, so a child killed mid-traceback can leave a bare "Traceback ..." header last."""
+    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if not line[0].isspace() and not line.startswith(_TRACEBACK_FRAMING):
+            return line[:300]
+    return lines[-1].strip()[:300] if lines else ""
 
 
 def _signal_reason(sig: int) -> str:
