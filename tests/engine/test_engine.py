@@ -127,6 +127,22 @@ def test_greedy_continuation_equals_transformers_generate(pair, tok, name):
     assert out.outputs[0].finish_reason == "length" and out.prompt_token_ids == prompt and out.finished
 
 
+@pytest.mark.parametrize("fmt", ["fp32", "int8"])
+def test_compiled_decoding_gives_the_eager_tokens(model, tok, fmt):
+    # int8 one-row decoding takes a different matmul when compiled (quant.Int8Linear's reduction)
+    import copy
+
+    from lmlab.model.quant import convert_weights
+
+    m = convert_weights(copy.deepcopy(model), fmt)
+    params = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
+    for prompts in ([PROMPTS[0]], PROMPTS[:3]):
+        eager = [o.outputs[0].token_ids for o in Engine(m, tok).generate(prompts, params)]
+        compiled = Engine(m, tok, compile=True)
+        assert [o.outputs[0].token_ids for o in compiled.generate(prompts, params)] == eager
+        assert compiled.decode_forward is not m  # compiled, not the eager fallback
+
+
 def test_repetition_penalty_greedy_equals_transformers_generate(hf, model, tok):
     prompt, n = PROMPTS[4], 20
     ref = hf.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),

@@ -86,7 +86,10 @@ class Engine:
         self.model, self.tokenizer = model, tokenizer
         # torch.compile fuses the decode step's many small ops (the cost that dominates a small
         # model on a CPU); it takes a minute or two once, so it is opt-in. Prefill stays eager.
-        self.decode_forward = torch.compile(model, dynamic=True) if compile else model
+        # A low realisation threshold stops inductor from recomputing a layer's norm inside every
+        # row of the next int8 GEMV (quant.Int8Linear): 44 -> 57 tok/s for one int8 stream.
+        self.decode_forward = (torch.compile(model, dynamic=True, options={"realize_cpu_opcount_threshold": 2})
+                               if compile else model)
         self.config = model.config
         self.eos = set(eos_token_ids or [])
         self.max_batch = max_batch

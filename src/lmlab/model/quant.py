@@ -22,6 +22,8 @@ FORMATS = ("fp32", "bf16", "int8", "int4")
 # Rows from which dequantising to fp32 beats the fused kernel (measured, 2 AVX-512 cores: at 128
 # rows int8 4.4 ms vs 2.4, at 1280 rows int8 45 / int4 41 ms vs 17; int4 unpacking costs more).
 DEQUANT_ROWS = {"int8": 64, "int4": 256}
+# Rows up to which compiled int8 decoding uses a plain reduction instead of the fused kernel.
+GEMV_ROWS = 1
 
 
 class Int8Linear(nn.Module):
@@ -45,6 +47,10 @@ class Int8Linear(nn.Module):
         x2 = x.reshape(-1, shape[-1]).to(torch.bfloat16)
         if x.device.type != "cpu":
             y = F.linear(x2, self.dequantised(torch.bfloat16))
+        elif torch.compiler.is_compiling() and x2.shape[0] <= GEMV_ROWS:
+            # Written as a reduction, inductor fuses the int8 -> fp32 conversion into one loop that
+            # streams the weight once (one decoded row: 2.6x the fused kernel's bytes/s).
+            y = (x2.float()[:, None, :] * self.qweight.float()).sum(-1) * self.scale.float()
         elif x2.shape[0] >= DEQUANT_ROWS["int8"]:
             y = F.linear(x2.float(), self.dequantised())
         else:
