@@ -2,7 +2,7 @@
 
 On the bundled model (SmolLM2-135M-Instruct), a 40-token chat prompt, greedy, EOS ignored:
 
-* lmlab in each weight format (fp32, bf16, int8, int4) for 1, 8 and 32 concurrent streams
+* lmlab in each weight format (fp32, bf16, int8, w8a8, int4) for 1, 8 and 32 concurrent streams
   (`lmlab.engine.bench.bench_decode`: tok/s = all generated tokens / wall time, prefill included);
 * the same with the decode step compiled (`lmlab+compile`, `lmlab.load(..., compile=True)`) for 1
   and 32 streams; the one-off compilation happens in the untimed warm-up and is reported as
@@ -37,7 +37,7 @@ import subprocess
 import sys
 import time
 
-FORMATS = ("fp32", "bf16", "int8", "int4")
+FORMATS = ("fp32", "bf16", "int8", "w8a8", "int4")
 STREAMS = (1, 8, 32)
 PROMPT_TOKENS = 40
 LONG_PROMPT_TOKENS = 1000

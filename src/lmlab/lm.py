@@ -39,7 +39,7 @@ class LM:
     @classmethod
     def load(cls, spec: str | None = None, weights: str = "fp32", device: str = "cpu",
              compile: bool = False) -> "LM":
-        """weights: fp32 | bf16 | int8 | int4 (see lmlab.model.quant); compile: torch.compile the
+        """weights: fp32 | bf16 | int8 | w8a8 | int4 (see lmlab.model.quant); compile: torch.compile the
         decode step (faster tokens after a one-off compilation of a minute or two)."""
         from lmlab.model.quant import check_format
 

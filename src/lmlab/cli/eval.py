@@ -15,7 +15,7 @@ def register(sub, common) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     e.add_argument("--model", "-m", default=None,
                    help="bundled name (default smollm2), HF folder, .gguf file or hub id org/name")
-    e.add_argument("--weights", default="fp32", choices=["fp32", "bf16", "int8", "int4"],
+    e.add_argument("--weights", default="fp32", choices=["fp32", "bf16", "int8", "w8a8", "int4"],
                    help="inference weight format (fp32 for numbers comparable with lm-eval)")
     e.add_argument("--task", "-t", action="append", required=True, metavar="TASK",
                    help="built-in task name or task YAML file (repeatable)")

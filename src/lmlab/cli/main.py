@@ -24,7 +24,7 @@ def _sampling_args(p: argparse.ArgumentParser, temperature: float = 0.7) -> None
 
 
 def _engine_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", default="fp32", choices=["fp32", "bf16", "int8", "int4"],
+    p.add_argument("--weights", default="fp32", choices=["fp32", "bf16", "int8", "w8a8", "int4"],
                    help="inference weight format (default fp32)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the decode step: faster, after a one-off compilation")

@@ -1,9 +1,14 @@
-"""Weight formats for inference: fp32, bf16, and int8 weight-only (per output channel).
+"""Weight formats for inference: fp32, bf16, int8 weight-only (per output channel), w8a8 and int4.
 
 Decoding one token reads every weight once, so on a CPU its speed is set by bytes per weight:
 bf16 halves them, int8 quarters them, int4 (groups of 32 sharing a scale and a minimum, as GGUF's
-Q4_1) eighths them. The quantised formats keep activations in bf16 and use torch's fused
+Q4_1) eighths them. int8 and int4 keep activations in bf16 and use torch's fused
 quantised-weight matmuls on the CPU, else dequantise on the fly.
+
+w8a8 quantises the activations too, each row to int8 with its own scale when it arrives, and
+multiplies int8 by int8 with torch's integer GEMM (VNNI here): 4-6x the fp32 GEMM at 32 rows,
+which is what many concurrent streams need; the price is precision (see the decode benchmark's
+perplexity table).
 
 A prompt is the opposite case: hundreds of rows share each weight, the fused kernels are then
 2-3x slower than the fp32 GEMM, so from DEQUANT_ROWS rows on the weight is dequantised to fp32
@@ -18,7 +23,7 @@ from torch import nn
 
 from lmlab.errors import LmlabError
 
-FORMATS = ("fp32", "bf16", "int8", "int4")
+FORMATS = ("fp32", "bf16", "int8", "w8a8", "int4")
 # Rows from which dequantising to fp32 beats the fused kernel (measured, 2 AVX-512 cores: at 128
 # rows int8 4.4 ms vs 2.4, at 1280 rows int8 45 / int4 41 ms vs 17; int4 unpacking costs more).
 DEQUANT_ROWS = {"int8": 64, "int4": 256}
@@ -62,6 +67,38 @@ class Int8Linear(nn.Module):
 
     def dequantised(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The weight [out, in] that the kernel multiplies by, in `dtype`."""
+        return self.qweight.to(dtype) * self.scale.to(dtype)[:, None]
+
+
+class W8A8Linear(nn.Module):
+    """y = (xq @ q.T) * sx * scale + b: int8 weights q [out, in] with one scale per output row,
+    times int8 activations xq with one scale sx per input row (its largest magnitude / 127,
+    taken at run time), accumulated in int32 by torch's integer GEMM."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        w = linear.weight.detach()
+        lo, hi = w.aminmax(dim=1)
+        scale = (torch.maximum(-lo, hi).float().clamp(min=1e-8) / 127).to(torch.bfloat16)
+        q = _quantise_rows(w, lambda x, r: (x / scale[r, None].float()).round_().clamp_(-127, 127), torch.int8)
+        self.register_buffer("qweight", q)
+        self.register_buffer("scale", scale)
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().to(torch.bfloat16),
+                                                                   requires_grad=False)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+
+    def forward(self, x):
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1]).float()
+        sx = x2.abs().amax(-1, keepdim=True).clamp_(min=1e-12) / 127
+        xq = (x2 / sx).round_().clamp_(-127, 127).to(torch.int8)
+        y = torch._int_mm(xq, self.qweight.t()).float() * (sx * self.scale.float())
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
+
+    def dequantised(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The weight [out, in] (what a LoRA backward multiplies by)."""
         return self.qweight.to(dtype) * self.scale.to(dtype)[:, None]
 
 
@@ -145,8 +182,8 @@ def _quantise_rows(w: torch.Tensor, encode, dtype: torch.dtype, rows: int = 4096
 def check_format(fmt: str, device: str | torch.device = "cpu") -> None:
     if fmt not in FORMATS:
         raise LmlabError(f"unknown weight format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if fmt == "int4" and torch.device(device).type != "cpu":
-        raise LmlabError("int4 weights are implemented for the CPU only; use int8 or bf16")
+    if fmt in ("int4", "w8a8") and torch.device(device).type != "cpu":
+        raise LmlabError(f"{fmt} weights are implemented for the CPU only; use int8 or bf16")
 
 
 def convert_weights(model: nn.Module, fmt: str) -> nn.Module:
@@ -164,9 +201,14 @@ def convert_module(module: nn.Module, fmt: str) -> nn.Module:
     loading, so the whole model never exists in fp32 when a smaller format is asked for."""
     if fmt == "fp32":
         return module.float()
-    if fmt in ("int8", "int4"):
-        _replace_linears(module, Int8Linear if fmt == "int8" else Int4Linear)
-    return module.to(torch.bfloat16)
+    if fmt in QUANTISED:
+        _replace_linears(module, QUANTISED[fmt])
+    # w8a8 rounds activations to int8 at every matmul anyway; around them fp32 is what runs
+    # fastest here (bf16 elementwise ops and attention cost 10-25% of its decoding speed).
+    return module.float() if fmt == "w8a8" else module.to(torch.bfloat16)
+
+
+QUANTISED = {"int8": Int8Linear, "w8a8": W8A8Linear, "int4": Int4Linear}
 
 
 def _replace_linears(module: nn.Module, cls) -> None:

@@ -142,7 +142,7 @@ def ours_to_hf(state: dict[str, torch.Tensor], c: ModelConfig) -> dict[str, torc
 def load_model(folder: str | Path, dtype: torch.dtype = torch.float32, weights: str | None = None) -> Transformer:
     """Build our Transformer from an HF folder; weights are assigned, never randomly initialised.
 
-    weights: an inference format (fp32 | bf16 | int8 | int4, see `lmlab.model.quant`), applied
+    weights: an inference format (fp32 | bf16 | int8 | w8a8 | int4, see `lmlab.model.quant`), applied
     block by block as the checkpoint is read: peak memory is the converted model plus one block
     as loaded, never the whole model in `dtype`.
     """
