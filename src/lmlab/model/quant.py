@@ -79,12 +79,13 @@ class W8A8Linear(nn.Module):
         super().__init__()
         w = linear.weight.detach()
         lo, hi = w.aminmax(dim=1)
-        scale = (torch.maximum(-lo, hi).float().clamp(min=1e-8) / 127).to(torch.bfloat16)
-        q = _quantise_rows(w, lambda x, r: (x / scale[r, None].float()).round_().clamp_(-127, 127), torch.int8)
+        # fp32 scales: a bf16-rounded one can fall below max / 127 and clip the largest weights
+        # (perplexity of the decode benchmark text: +6.3% instead of +3.4%)
+        scale = torch.maximum(-lo, hi).float().clamp(min=1e-8) / 127
+        q = _quantise_rows(w, lambda x, r: (x / scale[r, None]).round_().clamp_(-127, 127), torch.int8)
         self.register_buffer("qweight", q)
         self.register_buffer("scale", scale)
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().to(torch.bfloat16),
-                                                                   requires_grad=False)
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float(), requires_grad=False)
         self.in_features, self.out_features = linear.in_features, linear.out_features
 
     def forward(self, x):
