@@ -87,9 +87,11 @@ class Engine:
         # torch.compile fuses the decode step's many small ops (the cost that dominates a small
         # model on a CPU); it takes a minute or two once, so it is opt-in. Prefill stays eager.
         # A low realisation threshold stops inductor from recomputing a layer's norm inside every
-        # row of the next int8 GEMV (quant.Int8Linear): 44 -> 57 tok/s for one int8 stream.
-        self.decode_forward = (torch.compile(model, dynamic=True, options={"realize_cpu_opcount_threshold": 2})
-                               if compile else model)
+        # row of the next int8 GEMV (quant.Int8Linear): 44 -> 57 tok/s for one int8 stream. The
+        # model is fixed for the engine's life, so its modules need no guards (1.5 -> 0.3 ms/step).
+        self.decode_forward = (torch.compile(model, dynamic=True, options={
+            "realize_cpu_opcount_threshold": 2,
+            "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}) if compile else model)
         self.config = model.config
         self.eos = set(eos_token_ids or [])
         self.max_batch = max_batch
