@@ -34,16 +34,18 @@ GEMV_ROWS = 1
 class Int8Linear(nn.Module):
     """y = x @ (q * scale).T + b, with q int8 [out, in] and one scale per output row."""
 
+    # bf16 is what the kernel multiplies by, so round with that scale (not its fp32 original)
+    scale_dtype = torch.bfloat16
+
     def __init__(self, linear: nn.Linear):
         super().__init__()
         w = linear.weight.detach()
         lo, hi = w.aminmax(dim=1)
-        # bf16 is what the kernel multiplies by, so round with that scale (not its fp32 original)
-        scale = (torch.maximum(-lo, hi).float().clamp(min=1e-8) / 127).to(torch.bfloat16)
+        scale = (torch.maximum(-lo, hi).float().clamp(min=1e-8) / 127).to(self.scale_dtype)
         q = _quantise_rows(w, lambda x, r: (x / scale[r, None].float()).round_().clamp_(-127, 127), torch.int8)
         self.register_buffer("qweight", q)
         self.register_buffer("scale", scale)
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().to(torch.bfloat16),
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().to(self.scale_dtype),
                                                                    requires_grad=False)
         self.in_features, self.out_features = linear.in_features, linear.out_features
 
@@ -70,23 +72,14 @@ class Int8Linear(nn.Module):
         return self.qweight.to(dtype) * self.scale.to(dtype)[:, None]
 
 
-class W8A8Linear(nn.Module):
-    """y = (xq @ q.T) * sx * scale + b: int8 weights q [out, in] with one scale per output row,
-    times int8 activations xq with one scale sx per input row (its largest magnitude / 127,
-    taken at run time), accumulated in int32 by torch's integer GEMM."""
+class W8A8Linear(Int8Linear):
+    """y = (xq @ q.T) * sx * scale + b: Int8Linear's weights times int8 activations xq, with one
+    scale sx per input row (its largest magnitude / 127, taken at run time), accumulated in
+    int32 by torch's integer GEMM."""
 
-    def __init__(self, linear: nn.Linear):
-        super().__init__()
-        w = linear.weight.detach()
-        lo, hi = w.aminmax(dim=1)
-        # fp32 scales: a bf16-rounded one can fall below max / 127 and clip the largest weights
-        # (perplexity of the decode benchmark text: +6.3% instead of +3.4%)
-        scale = torch.maximum(-lo, hi).float().clamp(min=1e-8) / 127
-        q = _quantise_rows(w, lambda x, r: (x / scale[r, None]).round_().clamp_(-127, 127), torch.int8)
-        self.register_buffer("qweight", q)
-        self.register_buffer("scale", scale)
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float(), requires_grad=False)
-        self.in_features, self.out_features = linear.in_features, linear.out_features
+    # fp32 scales: a bf16-rounded one can fall below max / 127 and clip the largest weights
+    # (perplexity of the decode benchmark text: +6.3% instead of +3.4%)
+    scale_dtype = torch.float32
 
     def forward(self, x):
         shape = x.shape
@@ -97,10 +90,6 @@ class W8A8Linear(nn.Module):
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
-
-    def dequantised(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """The weight [out, in] (what a LoRA backward multiplies by)."""
-        return self.qweight.to(dtype) * self.scale.to(dtype)[:, None]
 
 
 class Int4Linear(nn.Module):
