@@ -56,7 +56,8 @@ def test_saved_moe_model_reloads_to_the_same_logits(mixtral, tmp_path):
     assert again.config.n_experts == 4
     ids = torch.randint(0, 97, (1, 9))
     with torch.no_grad():
-        assert torch.equal(again(ids), ours(ids))
+        # not bitwise: a reloaded weight may take another GEMM kernel (summation order) on some CPUs
+        torch.testing.assert_close(again(ids), ours(ids), rtol=1e-5, atol=1e-6)
 
 
 def test_balancing_loss_matches_transformers():

@@ -182,7 +182,8 @@ def test_last_only_equals_last_row_of_full_logits(pair, name):
         last = ours(ids, last_only=True)
         full = ours(ids)
     assert last.shape == (2, 1, VOCAB)
-    assert torch.equal(last, full[:, -1:])
+    # one row per sequence vs all rows: the GEMM may sum in another order (AVX2 kernels do)
+    torch.testing.assert_close(last, full[:, -1:], rtol=1e-5, atol=1e-6)
 
 
 # ---- initialisation ----------------------------------------------------------------------------

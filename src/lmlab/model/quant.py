@@ -120,7 +120,7 @@ class Int4Linear(nn.Module):
     def forward(self, x):
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
-        if x2.shape[0] >= DEQUANT_ROWS["int4"] and self.out_features % 64 == 0 and _int4_layout_known():
+        if x2.shape[0] >= DEQUANT_ROWS["int4"] and self.out_features % 64 == 0 and _int4_block():
             y = F.linear(x2.float(), self.dequantised())
         else:
             y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2.to(torch.bfloat16), self.qweight, self.group,
@@ -138,26 +138,31 @@ class Int4Linear(nn.Module):
         return ((q - 8) * sz[..., :1] + sz[..., 1:]).view(n, k)
 
 
-def _unpack_int4(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
-    """Undo torch's CPU int4 packing: per block of 64 output rows, a [k, 32] byte tile whose low
-    nibbles are rows 0-31 of the block and high nibbles rows 32-63."""
-    tiles = packed.view(n // 64, k, 32)
+def _unpack_int4(packed: torch.Tensor, n: int, k: int, block: int | None = None) -> torch.Tensor:
+    """Undo torch's CPU int4 packing: per block of B output rows, a [k, B / 2] byte tile whose low
+    nibbles are the block's first B / 2 rows and high nibbles the rest. B is the one torch's kernel
+    uses on this CPU (64 with AVX-512, 32 with AVX2; `_int4_block` finds it)."""
+    b = block or _int4_block()
+    if b is None:
+        raise LmlabError("int4: torch's packed layout on this CPU is not one lmlab knows; use int8 weights")
+    tiles = packed.view(n // b, k, b // 2)
     return torch.cat([tiles & 15, tiles >> 4], 2).transpose(1, 2).reshape(n, k)
 
 
-_LAYOUT: list[bool] = []
+_BLOCK: list[int | None] = []
 
 
-def _int4_layout_known() -> bool:
-    """The packing is torch's private format: check once that _unpack_int4 still inverts it."""
-    if not _LAYOUT:
+def _int4_block() -> int | None:
+    """The packing is torch's private format: find once which block size inverts it here."""
+    if not _BLOCK:
         q = torch.randint(0, 16, (128, 64), dtype=torch.int32, generator=torch.Generator().manual_seed(0))
         try:
             packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 2)
-            _LAYOUT.append(tuple(packed.shape) == (128, 32) and torch.equal(_unpack_int4(packed, 128, 64).int(), q))
+            _BLOCK.append(next((b for b in (64, 32) if tuple(packed.shape) == (128, 32)
+                                and torch.equal(_unpack_int4(packed, 128, 64, b).int(), q)), None))
         except RuntimeError:
-            _LAYOUT.append(False)
-    return _LAYOUT[0]
+            _BLOCK.append(None)
+    return _BLOCK[0]
 
 
 def _quantise_rows(w: torch.Tensor, encode, dtype: torch.dtype, rows: int = 4096) -> torch.Tensor:
