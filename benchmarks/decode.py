@@ -19,6 +19,7 @@ Every configuration runs in its own fresh process (the script re-invokes itself 
 skipped with a note.
 
     python benchmarks/decode.py [--quick] [--new-tokens 128] [--threads 2] [--json results.json]
+                                [--formats fp32,int8] [--streams 1,32] [--no-compile]
 
 `--threads` sets the CPU threads of every system alike (torch's and llama.cpp's; default 2). On a
 machine that other jobs keep busy, 2 threads can be several times slower than 1: both systems'
@@ -226,11 +227,12 @@ def child(spec: str, new_tokens: int, stdin: str = "") -> dict:
     return json.loads(lines[-1])
 
 
-def plan(quick: bool, peers: dict[str, bool]) -> list[str]:
-    formats = ("fp32", "int8") if quick else FORMATS
-    streams = (1, 8) if quick else STREAMS
+def plan(quick: bool, peers: dict[str, bool], formats=None, streams=None, compile: bool = True) -> list[str]:
+    formats = formats or (("fp32", "int8") if quick else FORMATS)
+    streams = streams or ((1, 8) if quick else STREAMS)
     specs = [f"lmlab:{w}:{s}" for w in formats for s in streams]
-    specs += [f"lmlab+compile:{w}:{s}" for w in formats for s in (1, streams[-1])]
+    if compile:
+        specs += [f"lmlab+compile:{w}:{s}" for w in formats for s in sorted({1, streams[-1]})]
     if peers["transformers"]:
         specs += [f"transformers:fp32:{s}" for s in streams]
     if peers["llama.cpp"]:
@@ -285,6 +287,9 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=None, help="new tokens per stream (default 128; 32 with --quick)")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads for every system (default 2)")
     ap.add_argument("--json", metavar="PATH", help="also save all results as JSON")
+    ap.add_argument("--formats", help=f"comma-separated lmlab weight formats (default {','.join(FORMATS)})")
+    ap.add_argument("--streams", help=f"comma-separated stream counts (default {','.join(map(str, STREAMS))})")
+    ap.add_argument("--no-compile", action="store_true", help="skip the lmlab+compile rows (minutes of compiling)")
     ap.add_argument("--one", metavar="SPEC", help=argparse.SUPPRESS)  # child mode
     args = ap.parse_args()
     new_tokens = args.new_tokens or (32 if args.quick else 128)
@@ -321,7 +326,11 @@ def main() -> None:
         if not ok and not any(n.startswith(name) for n in notes):
             notes.append(f"{name} skipped: not importable in this environment")
 
-    specs = plan(args.quick, peers)
+    formats = tuple(args.formats.split(",")) if args.formats else None
+    if formats and set(formats) - set(FORMATS):
+        ap.error(f"unknown format(s) {', '.join(sorted(set(formats) - set(FORMATS)))}; choose from {', '.join(FORMATS)}")
+    streams = tuple(sorted(int(x) for x in args.streams.split(","))) if args.streams else None
+    specs = plan(args.quick, peers, formats, streams, not args.no_compile)
     results: dict[str, dict] = {}
     for i, spec in enumerate(specs, 1):
         print(f"[{i}/{len(specs)}] {spec} ...", end="", file=sys.stderr, flush=True)
@@ -360,7 +369,7 @@ def main() -> None:
           "hypervisor) while the row ran; high values mean contention.")
 
     # table 2: ratios against the goals
-    streams_max = max((1, 8) if args.quick else STREAMS)
+    streams_max = max(streams or ((1, 8) if args.quick else STREAMS))
     ratio_rows = ratios(results, streams_max)
     print_table(ratio_rows, title="ratios against the goals")
 

@@ -135,3 +135,18 @@ def test_prompt_sized_inputs_take_the_dequantised_path_with_the_same_weight(cls)
     if cls is Int4Linear:
         w = q.dequantised()
         assert torch.allclose(_weight_seen_by(q, 128), w, atol=1e-3)  # the kernel's own weight
+
+
+def test_w8a8_warns_on_a_cpu_without_vnni_and_not_on_one_with_it(monkeypatch):
+    import warnings
+
+    from lmlab.model import quant
+
+    monkeypatch.setattr(quant, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    with pytest.warns(UserWarning, match="no VNNI"):
+        quant.check_format("w8a8")
+    monkeypatch.setattr(quant, "cpu_flags", lambda: frozenset({"avx2", "avx512_vnni"}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quant.check_format("w8a8")
+        quant.check_format("int8")
