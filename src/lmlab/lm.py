@@ -41,7 +41,7 @@ class LM:
              compile: bool = False) -> "LM":
         """weights: fp32 | bf16 | int8 | w8a8 | int4 (see lmlab.model.quant); compile: torch.compile the
         decode step (faster tokens after a one-off compilation of a minute or two)."""
-        from lmlab.model.quant import check_format
+        from lmlab.model.quant import check_format, onednn_preferred, pack_linears
 
         check_format(weights, device)
         from lmlab.model.peft import apply_trained, base_of
@@ -51,6 +51,8 @@ class LM:
         model = load_model(folder, weights=weights).to(device)
         if base:
             apply_trained(model, spec)
+        elif weights == "fp32" and str(device) == "cpu" and not compile and onednn_preferred():
+            pack_linears(model)  # oneDNN's GEMM where MKL's is slow (inductor packs its own when compiling)
         return cls(model, Tokenizer.from_folder(folder), folder, compile)
 
     def _stop_ids(self) -> list[int]:

@@ -150,3 +150,35 @@ def test_w8a8_warns_on_a_cpu_without_vnni_and_not_on_one_with_it(monkeypatch):
         warnings.simplefilter("error")
         quant.check_format("w8a8")
         quant.check_format("int8")
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_packed_linear_equals_the_linear_it_packs(bias):
+    from lmlab.model.quant import PackedLinear
+
+    torch.manual_seed(0)
+    lin = nn.Linear(64, 96, bias=bias)
+    packed = PackedLinear(lin)
+    assert not hasattr(packed, "weight") or packed.weight is None  # the plain weight is not kept
+    assert torch.equal(packed.dequantised(), lin.weight)
+    for shape in [(1, 64), (7, 64), (2, 300, 64)]:  # a decoded row, a few streams, a prompt batch
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            torch.testing.assert_close(packed(x), lin(x), rtol=1e-5, atol=1e-5)
+
+
+def test_onednn_is_preferred_on_non_intel_cpus_only(monkeypatch):
+    from lmlab.model import quant
+
+    for vendor, expected in [("AuthenticAMD", True), ("HygonGenuine", True), ("GenuineIntel", False), (None, False)]:
+        monkeypatch.setattr(quant, "_cpuinfo", lambda: {} if vendor is None else {"vendor_id": vendor})
+        assert quant.onednn_preferred() is (expected and torch.backends.mkldnn.is_available())
+
+
+def test_a_packed_linear_saves_the_plain_weight_under_linears_name():
+    from lmlab.model.quant import PackedLinear
+
+    lin = nn.Linear(16, 8)
+    state = PackedLinear(lin).state_dict()
+    assert set(state) == {"weight", "bias"}
+    assert torch.equal(state["weight"], lin.weight) and torch.equal(state["bias"], lin.bias)

@@ -191,13 +191,68 @@ def check_format(fmt: str, device: str | torch.device = "cpu") -> None:
 
 
 @functools.cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (Linux's /proc/cpuinfo; empty where it cannot be read)."""
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields in Linux's /proc/cpuinfo (empty where it cannot be read)."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
-            return frozenset(next((ln.split(":", 1)[1].split() for ln in f if ln.startswith("flags")), []))
+            for line in f:
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
     except OSError:
-        return frozenset()
+        pass
+    return fields
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (empty where they cannot be read)."""
+    return frozenset(_cpuinfo().get("flags", "").split())
+
+
+class PackedLinear(nn.Module):
+    """An fp32 linear layer for inference through oneDNN, its weight reordered once into oneDNN's
+    blocked layout (held instead of the plain weight: no extra memory, no gradient).
+
+    Why: torch's fp32 GEMM on x86 is MKL's, which takes slow paths on non-Intel CPUs. On an AMD
+    EPYC (Zen 1, AVX2, 2 threads) oneDNN ran the model's shapes at 1.1-1.2x MKL's GFLOP/s for
+    2048 rows, 1.1-2.9x for 32 and 1.2-5x for 8; one row: 3.6x for gate_up and 1.8x for the
+    vocabulary head, 0.6-0.8x for the smaller matrices, 1.9x over a whole layer."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach().float().contiguous())
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float(), requires_grad=False)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+
+    def forward(self, x):
+        shape = x.shape
+        y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]).float().contiguous(), self.packed,
+                                               self.bias, "none", [], "")
+        return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
+
+    def dequantised(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The weight [out, in] as a plain tensor."""
+        return self.packed.to_dense().to(dtype)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        # state_dict() (so save_model) holds the plain weight under nn.Linear's name
+        destination[prefix + "weight"] = self.dequantised()
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
+
+def onednn_preferred() -> bool:
+    """Whether fp32 inference should multiply through PackedLinear: on x86 CPUs not made by Intel
+    (MKL's own vendor, where its GEMM is tuned), with torch built with oneDNN."""
+    vendor = _cpuinfo().get("vendor_id")
+    return torch.backends.mkldnn.is_available() and vendor is not None and vendor != "GenuineIntel"
+
+
+def pack_linears(model: nn.Module) -> nn.Module:
+    """Replace every fp32 nn.Linear by a PackedLinear (in place; inference only)."""
+    _replace_linears(model, PackedLinear)
+    return model
 
 
 def convert_weights(model: nn.Module, fmt: str) -> nn.Module:
