@@ -217,9 +217,10 @@ class PackedLinear(nn.Module):
     gets its own copy).
 
     Why: torch's fp32 GEMM on x86 is MKL's, which takes slow paths on non-Intel CPUs. On an AMD
-    EPYC (Zen 1, AVX2, 2 threads), isolated, oneDNN ran the model's shapes at 1.1-1.2x MKL's
-    GFLOP/s for 2048 rows, 1.1-2.9x for 32 and 1.2-5x for 8; in the bundled model: 1 stream
-    +13%, 32 streams +25%, HellaSwag scoring +3%."""
+    EPYC (Zen 1, AVX2, 2 threads), isolated (benchmarks/gemm_kernels.py), oneDNN ran the model's
+    shapes at 1.1-1.24x MKL's GFLOP/s for 2048 rows, and up to 3x for 32 and 5x for 8 on the wide
+    gate_up and vocabulary head; in the bundled model: 1 stream +13%, 32 streams +25%, HellaSwag
+    scoring +3%."""
 
     def __init__(self, linear: nn.Linear):
         super().__init__()

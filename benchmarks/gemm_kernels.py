@@ -1,0 +1,76 @@
+"""The matmul kernels behind the CPU choices in lmlab.model.quant, on this machine's CPU.
+
+    python benchmarks/gemm_kernels.py [--threads 2]
+
+Table 1: fp32 GFLOP/s of torch's default GEMM (MKL on x86) and of oneDNN with a pre-packed
+weight (quant.PackedLinear), for the bundled model's weight shapes at 1, 8, 32, 256 and 2048
+rows, and their ratio: `lmlab.load` packs fp32 weights for oneDNN on non-Intel CPUs.
+Table 2: one decoded row through an int8 weight: torch's int8 kernel vs the plain reduction
+that compiled decoding uses on AVX-512 CPUs (quant.GEMV_ROWS), in GB/s of int8 weight read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from lmlab.model.quant import PackedLinear, onednn_preferred
+from lmlab.report.table import print_table
+
+SHAPES = [(960, 576, "qkv"), (576, 576, "o"), (3072, 576, "gate_up"), (576, 1536, "down"), (49152, 576, "head")]
+
+
+def best(f, n: int = 10) -> float:
+    f()
+    f()
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}, {args.threads} threads, "
+          f"lmlab packs fp32 for oneDNN here: {onednn_preferred()}")
+    rows = []
+    with torch.inference_mode():
+        for out, inp, name in SHAPES:
+            lin = torch.nn.Linear(inp, out, bias=False)
+            packed = PackedLinear(lin)
+            for m in (1, 8, 32, 256, 2048):
+                if out * m > 49152 * 256:
+                    continue  # the head at 2048 rows: 400 MB of logits, never asked for at once
+                x = torch.randn(m, inp)
+                flops = 2 * m * out * inp
+                a, b = flops / best(lambda: F.linear(x, lin.weight)) / 1e9, flops / best(lambda: packed(x)) / 1e9
+                rows.append({"weight": f"{name} [{out}x{inp}]", "rows": m, "default GFLOP/s": round(a, 1),
+                             "oneDNN packed GFLOP/s": round(b, 1), "ratio": round(b / a, 2)})
+    print_table(rows, title="fp32 linear: torch's default GEMM vs oneDNN with a pre-packed weight")
+
+    rows = []
+    reduction = torch.compile(lambda x, q, s: (x[:, None, :] * q.float()).sum(-1) * s)
+    with torch.inference_mode():
+        for out, inp, name in SHAPES:
+            q = torch.randint(-127, 128, (out, inp), dtype=torch.int8)
+            scale = torch.rand(out)
+            x = torch.randn(1, inp)
+            xb, sb = x.bfloat16(), scale.bfloat16()
+            kernel = best(lambda: torch.ops.aten._weight_int8pack_mm(xb, q, sb))
+            compiled = best(lambda: reduction(x, q, scale))
+            rows.append({"weight": f"{name} [{out}x{inp}]", "int8 kernel GB/s": round(q.numel() / kernel / 1e9, 2),
+                         "compiled reduction GB/s": round(q.numel() / compiled / 1e9, 2),
+                         "reduction / kernel": round(kernel / compiled, 2)})
+    print_table(rows, title="one decoded row, int8 weight: torch's kernel vs inductor's reduction")
+
+
+if __name__ == "__main__":
+    main()
