@@ -12,7 +12,11 @@ On the bundled model (SmolLM2-135M-Instruct), a 40-token chat prompt, greedy, EO
 * llama.cpp (`llama_cpp.Llama`, the bundled Q4_1 GGUF itself, `--threads`, default 2) for 1 stream
   (tok/s of the decode phase: tokens after the first / time after the first);
 * time to first token for a 1,000-token prompt: lmlab (each format) vs llama.cpp;
-* perplexity of a fixed English text under each lmlab format (one forward pass).
+* perplexity of a fixed English text under each lmlab format (one forward pass);
+* what memory allows for one stream: each decoded token reads every weight once, so this
+  machine's read bandwidth (a streaming read over 512 MB) divided by the bytes of weights per
+  token bounds the tok/s of each format, and of llama.cpp (its GGUF file); the table sets each
+  system's measured 1-stream rate against its own bound.
 
 Every configuration runs in its own fresh process (the script re-invokes itself with
 `--one SYSTEM:WEIGHTS:WHAT`), so its peak RSS is its own. A peer that is not importable is
@@ -227,6 +231,49 @@ def child(spec: str, new_tokens: int, stdin: str = "") -> dict:
     return json.loads(lines[-1])
 
 
+# Bytes one decoded token reads per weight of the linear layers and the output layer (the
+# embedding lookup reads a single row). int4: 4 bits plus a bf16 scale and zero per 32 weights.
+BYTES_PER_WEIGHT = {"fp32": 4, "bf16": 2, "int8": 1, "w8a8": 1, "int4": 0.625}
+
+
+def read_bandwidth() -> float:
+    """GB/s of a plain streaming read (torch's sum over 512 MB) with THREADS threads."""
+    import torch
+
+    torch.set_num_threads(THREADS)
+    x = torch.ones(2 ** 27)
+    times = []
+    for _ in range(6):
+        t = time.perf_counter()
+        x.sum()
+        times.append(time.perf_counter() - t)
+    return x.numel() * 4 / min(times[1:]) / 1e9
+
+
+def memory_bounds(results: dict[str, dict], folder, gguf, bandwidth: float) -> list[dict]:
+    """Per system: MB of weights per decoded token, the tok/s that bandwidth allows, and the
+    measured 1-stream rate (the better of eager and compiled) as a share of it."""
+    import torch
+
+    from lmlab.model.config import ModelConfig
+    from lmlab.model.transformer import Transformer
+
+    with torch.device("meta"):
+        model = Transformer(ModelConfig.from_hf(json.loads((folder / "config.json").read_text())))
+    weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    rows = []
+    for fmt, per_weight in BYTES_PER_WEIGHT.items():
+        rates = [r["tok_s"] for spec, r in results.items()
+                 if spec in (f"lmlab:{fmt}:1", f"lmlab+compile:{fmt}:1") and r.get("tok_s")]
+        if rates:
+            rows.append(("lmlab", fmt, weights * per_weight, max(rates)))
+    if (results.get("llama.cpp:Q4_1:1") or {}).get("tok_s"):
+        rows.append(("llama.cpp", "Q4_1", gguf.stat().st_size, results["llama.cpp:Q4_1:1"]["tok_s"]))
+    return [{"system": system, "weights": fmt, "MB read per token": round(nbytes / 1e6, 1),
+             "bound tok/s": round(bandwidth * 1e9 / nbytes, 1), "measured tok/s": round(rate, 1),
+             "% of bound": round(100 * rate * nbytes / (bandwidth * 1e9))} for system, fmt, nbytes, rate in rows]
+
+
 def plan(quick: bool, peers: dict[str, bool], formats=None, streams=None, compile: bool = True) -> list[str]:
     formats = formats or (("fp32", "int8") if quick else FORMATS)
     streams = streams or ((1, 8) if quick else STREAMS)
@@ -385,6 +432,14 @@ def main() -> None:
                              "vs fp32 %": f"{100 * (ppl / base - 1):+.2f}" if ppl and base else "n/a"})
     print_table(ppl_rows, title="quality cost: perplexity of a fixed ~250-word English text (one forward pass)")
 
+    # table 4: the memory bound for one stream
+    bandwidth = read_bandwidth()
+    bound_rows = memory_bounds(results, folder, bundled_gguf("smollm2") if peers["llama.cpp"] else None, bandwidth)
+    if bound_rows:
+        print_table(bound_rows, title=f"one stream against memory: this machine reads {bandwidth:.1f} GB/s "
+                                      f"({THREADS} threads, streaming read of 512 MB)")
+        print("MB read per token: weights only (KV cache and activations excluded), so the bound is an upper one.")
+
     busy = {spec: r["other_cpu_pct"] for spec, r in results.items() if r.get("other_cpu_pct") is not None}
     if any(v > 10 for v in busy.values()):
         notes.append("other processes used more than 10% of the machine's CPU during: "
@@ -396,7 +451,8 @@ def main() -> None:
         with open(args.json, "w") as f:
             json.dump({"new_tokens": new_tokens, "prompt_tokens": PROMPT_TOKENS,
                        "long_prompt_tokens": LONG_PROMPT_TOKENS, "quick": args.quick,
-                       "results": results, "ratios": ratio_rows, "perplexity": ppl_rows, "notes": notes},
+                       "results": results, "ratios": ratio_rows, "perplexity": ppl_rows,
+                       "read_bandwidth_gb_s": bandwidth, "memory_bounds": bound_rows, "notes": notes},
                       f, indent=2)
         print(f"saved {args.json}")
 

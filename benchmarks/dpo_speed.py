@@ -4,11 +4,19 @@
 
 The pairs are the first ones of ../shared/data/hh_rlhf_harmless_base_test.jsonl that fit in
 max_length under the chat template, so neither side truncates. Both sides: fp32, LoRA r=16,
-alpha 32, dropout 0.05 on all linear layers, beta 0.1, sigmoid loss, one epoch, the reference
-being the adapter-disabled model, no gradient checkpointing (TRL's default turns it on; here it
-is off on both sides). Each side runs in its own process so that peak RSS is its own; the timed
+alpha 32 on all linear layers, its dropout (0.05) switched off while training as both trainers
+do by default for DPO (TRL's `disable_dropout`, our `dpo.disable_dropout`), beta 0.1, sigmoid
+loss, one epoch, the reference being the adapter-disabled model, no gradient checkpointing
+(TRL's default turns it on; here it is off on both sides). Each side runs in its own process so that peak RSS is its own; the timed
 part is the training loop (trainer.train() / Trainer.fit()), loading and tokenising excluded.
 Prints pairs/s and peak RSS side by side, the speed ratio, and the machine's load average.
+
+It also counts each side's matmul work, from the shapes its model actually saw: every forward
+pass's tokens through the transformer blocks and rows through the output layer, at 2 FLOPs per
+weight, doubled for passes that are back-propagated (the frozen base weights need only the input
+gradient). LoRA's own small matmuls and attention are left out. The speed ratio is then the work
+ratio times the ratio of GFLOP/s achieved, and this machine's fp32 GEMM rate (a [2048, 576] x
+[576, 3072] product, the best of MKL and oneDNN) caps the second factor.
 """
 
 from __future__ import annotations
@@ -45,6 +53,34 @@ def select_pairs(n: int, max_length: int, out: Path) -> Path:
     return out
 
 
+def count_work(layer, head=None, labelled=None) -> dict:
+    """Hooks that add up the tokens entering `layer` (a transformer block) and the rows the output
+    layer projects, separately for passes with and without gradients. The rows are those entering
+    `head`, or, for a model whose fused output layer projects only labelled positions (TRL's), the
+    labels other than -100 passed to `labelled`."""
+    import torch
+
+    work = {"block_tokens": [0, 0], "head_rows": [0, 0]}  # [no grad, grad]
+
+    def tokens(module, args, kwargs):
+        x = args[0] if args else kwargs["hidden_states"]
+        work["block_tokens"][torch.is_grad_enabled()] += x.numel() // x.shape[-1]
+
+    def rows(module, args, kwargs):
+        work["head_rows"][torch.is_grad_enabled()] += args[0].numel() // args[0].shape[-1]
+
+    def labels(module, args, kwargs):
+        if kwargs.get("labels") is not None:
+            work["head_rows"][torch.is_grad_enabled()] += int((kwargs["labels"] != -100).sum())
+
+    layer.register_forward_pre_hook(tokens, with_kwargs=True)
+    if head is not None:
+        head.register_forward_pre_hook(rows, with_kwargs=True)
+    if labelled is not None:
+        labelled.register_forward_pre_hook(labels, with_kwargs=True)
+    return work
+
+
 def run_ours(data: Path, args) -> dict:
     import torch
 
@@ -60,10 +96,11 @@ def run_ours(data: Path, args) -> dict:
     d, model, tokenizer, folder, _ = align.start(cfg, "dpo")
     data = align.comparison_batches(cfg, tokenizer, cfg.data, dpo.collate)
     trainer = Trainer(model, dpo.DPO(0.1), data, cfg, None, d)
+    work = count_work(model.layers[0], head=model.lm_head)
     t0 = time.perf_counter()
     result = trainer.fit()
     seconds = time.perf_counter() - t0
-    return {"steps": result["step"], "seconds": seconds, "threads": torch.get_num_threads()}
+    return {"steps": result["step"], "seconds": seconds, "threads": torch.get_num_threads(), "work": work}
 
 
 def run_trl(data: Path, args) -> dict:
@@ -85,10 +122,51 @@ def run_trl(data: Path, args) -> dict:
     lora = peft.LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
     trainer = trl.DPOTrainer(model, args=config, processing_class=tokenizer, peft_config=lora,
                              train_dataset=datasets.load_dataset("json", data_files=str(data), split="train"))
+    modules = dict(trainer.model.named_modules())
+    layer = next(m for n, m in modules.items() if n.endswith("layers.0"))
+    work = count_work(layer, labelled=trainer.model)
     t0 = time.perf_counter()
     result = trainer.train()
     seconds = time.perf_counter() - t0
-    return {"steps": result.global_step, "seconds": seconds, "threads": torch.get_num_threads()}
+    return {"steps": result.global_step, "seconds": seconds, "threads": torch.get_num_threads(), "work": work}
+
+
+def weights() -> tuple[int, int]:
+    """Weights of the bundled model's transformer blocks' linear layers and of its output layer."""
+    import torch
+
+    from lmlab.model.config import ModelConfig
+    from lmlab.model.io.resolve import resolve
+    from lmlab.model.transformer import Transformer
+
+    with torch.device("meta"):
+        model = Transformer(ModelConfig.from_hf(json.loads((resolve("smollm2") / "config.json").read_text())))
+    body = sum(m.weight.numel() for m in model.layers.modules() if isinstance(m, torch.nn.Linear))
+    return body, model.lm_head.weight.numel()
+
+
+def gemm_rate(threads: int) -> float:
+    """This machine's fp32 GEMM GFLOP/s on a training-sized product: the best of MKL and oneDNN."""
+    import torch
+
+    from lmlab.model.quant import PackedLinear
+
+    torch.set_num_threads(threads)
+    x, linear = torch.randn(2048, 576), torch.nn.Linear(576, 3072, bias=False)
+    best = float("inf")
+    with torch.inference_mode():
+        for f in (linear, PackedLinear(linear)):
+            for _ in range(4):
+                t = time.perf_counter()
+                f(x)
+                best = min(best, time.perf_counter() - t)
+    return 2 * x.shape[0] * 576 * 3072 / best / 1e9
+
+
+def gflops(work: dict, body: int, head: int) -> float:
+    """Matmul work of the counted passes: 2 FLOPs per weight per token, twice that with a backward."""
+    (b0, b1), (h0, h1) = work["block_tokens"], work["head_rows"]
+    return 2 * (body * (b0 + 2 * b1) + head * (h0 + 2 * h1)) / 1e9
 
 
 def side(name: str, data: Path, args) -> dict:
@@ -128,7 +206,22 @@ def main() -> None:
     for name, r in results.items():
         print(f"{name:8}{r['pairs_per_s']:>10.3f}{r['peak_rss_mb']:>13.0f}{r['seconds']:>10.1f}"
               f"{r['load_before']:>20.2f} / {r['load_after']:.2f}")
-    print(f"speed ratio lmlab / TRL: {results['ours']['pairs_per_s'] / results['trl']['pairs_per_s']:.2f}x")
+    ratio = results['ours']['pairs_per_s'] / results['trl']['pairs_per_s']
+    print(f"speed ratio lmlab / TRL: {ratio:.2f}x")
+    body, head = weights()
+    rate = gemm_rate(results["ours"]["threads"])
+    print(f"\nmatmul work (transformer blocks + output layer; LoRA and attention left out), "
+          f"this machine's fp32 GEMM: {rate:.1f} GFLOP/s")
+    print(f"{'':8}{'block tokens':>14}{'head rows':>12}{'GFLOP':>10}{'GFLOP/s':>10}")
+    for name, r in results.items():
+        w = r["work"]
+        r["gflop"] = gflops(w, body, head)
+        print(f"{name:8}{sum(w['block_tokens']):>14}{sum(w['head_rows']):>12}{r['gflop']:>10.0f}"
+              f"{r['gflop'] / r['seconds']:>10.1f}")
+    less = results["trl"]["gflop"] / results["ours"]["gflop"]
+    faster = ratio / less
+    print(f"speed ratio {ratio:.2f}x = {less:.2f}x less work x {faster:.2f}x the GFLOP/s; at this machine's GEMM "
+          f"rate the ratio could reach at most {less * rate / (results['trl']['gflop'] / results['trl']['seconds']):.2f}x")
 
 
 if __name__ == "__main__":

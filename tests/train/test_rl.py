@@ -140,6 +140,21 @@ def test_dpo_with_lora_reference_and_with_precomputed_reference_agree(setup, mon
     assert a["eval_accuracy"] == pytest.approx(b["eval_accuracy"])
 
 
+@pytest.mark.parametrize("disable", [True, False])
+def test_dpo_trains_without_lora_dropout_unless_asked(setup, disable):
+    from torch import nn
+
+    from lmlab.model.peft.lora import LoRALinear
+    from lmlab.train import align
+
+    config, _, _ = setup
+    cfg = config("dpo_dropout", lora={"r": 4, "dropout": 0.1}, dpo={"disable_dropout": disable})
+    model = align.start(cfg, "dpo")[1]
+    lora = [m for m in model.modules() if isinstance(m, LoRALinear)]
+    assert lora and all(isinstance(m.dropout, nn.Identity) == disable for m in lora)
+    assert cfg.lora.dropout == (0.0 if disable else 0.1)  # what the saved adapter records
+
+
 def test_cli_dpo_flags_reach_the_config_and_bad_data_is_one_line(setup, capsys):
     import yaml
 

@@ -52,6 +52,8 @@ def start(cfg: TrainConfig, name: str):
         raise LmlabError("no training data: give data (a .jsonl/.parquet file)")
     if cfg.output == TrainConfig.output:
         cfg.output = f"runs/{name}"
+    if name == "dpo" and cfg.dpo.disable_dropout:
+        cfg.lora.dropout = 0.0
     d = setup(cfg.device)
     model, tokenizer, folder = load_base(cfg)
     return d, model, tokenizer, folder, apply_method(model, cfg, quiet=not d.main)

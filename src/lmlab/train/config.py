@@ -59,6 +59,9 @@ class DPOConfig:
     label_smoothing: float = 0.0  # assumed rate of flipped labels (sigmoid: conservative DPO; robust)
     reference: str | None = None  # a separate reference model; default: the starting model
     precompute_ref: bool = False  # reference log-probs once before training, then no reference passes
+    # LoRA dropout off while training: the loss compares the policy's log-probs with the
+    # reference's, and dropout noise in one side is noise in that difference (TRL's default too)
+    disable_dropout: bool = True
 
 
 @dataclass
