@@ -7,12 +7,17 @@ weight (quant.PackedLinear), for the bundled model's weight shapes at 1, 8, 32, 
 rows, and their ratio: `lmlab.load` packs fp32 weights for oneDNN on non-Intel CPUs.
 Table 2: one decoded row through an int8 weight: torch's int8 kernel vs the plain reduction
 that compiled decoding uses on AVX-512 CPUs (quant.GEMV_ROWS), in GB/s of int8 weight read.
+Table 3: int8 weights times int8 activations (w8a8) at 1, 8 and 32 rows, in GOP/s: torch's
+integer GEMM (what quant.W8A8Linear calls; VNNI makes it fast), fbgemm's dynamically quantised
+linear (one activation scale for the whole batch, so a row's result depends on the other rows;
+7-bit activations without VNNI), and the fp32 oneDNN GEMM of table 1 for scale.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -70,6 +75,27 @@ def main() -> None:
                          "compiled reduction GB/s": round(q.numel() / compiled / 1e9, 2),
                          "reduction / kernel": round(kernel / compiled, 2)})
     print_table(rows, title="one decoded row, int8 weight: torch's kernel vs inductor's reduction")
+
+    rows = []
+    torch.backends.quantized.engine = "fbgemm"
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's quantised tensors are deprecated, the kernels not
+        for out, inp, name in SHAPES:
+            w = torch.randn(out, inp)
+            scale = w.abs().amax(1) / 127
+            q = (w / scale[:, None]).round().to(torch.int8)
+            fb = torch.ops.quantized.linear_prepack(
+                torch.quantize_per_channel(w, scale.double(), torch.zeros(out, dtype=torch.long), 0, torch.qint8), None)
+            packed = PackedLinear(torch.nn.Linear(inp, out, bias=False))
+            for m in (1, 8, 32):
+                x, xq = torch.randn(m, inp), torch.randint(-127, 128, (m, inp), dtype=torch.int8)
+                ops = 2 * m * out * inp / 1e9
+                rows.append({"weight": f"{name} [{out}x{inp}]", "rows": m,
+                             "torch int8 GEMM GOP/s": round(ops / best(lambda: torch._int_mm(xq, q.t())), 1),
+                             "fbgemm dynamic GOP/s": round(ops / best(lambda: torch.ops.quantized.linear_dynamic(
+                                 x, fb, True)), 1),
+                             "fp32 oneDNN GFLOP/s": round(ops / best(lambda: packed(x)), 1)})
+    print_table(rows, title="w8a8: torch's integer GEMM vs fbgemm's dynamic quantised linear vs fp32")
 
 
 if __name__ == "__main__":

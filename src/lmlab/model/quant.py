@@ -224,15 +224,12 @@ class PackedLinear(nn.Module):
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach().float().contiguous())
+        self.packed = onednn_pack(linear.weight)
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float(), requires_grad=False)
         self.in_features, self.out_features = linear.in_features, linear.out_features
 
     def forward(self, x):
-        shape = x.shape
-        y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]).float().contiguous(), self.packed,
-                                               self.bias, "none", [], "")
-        return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
+        return onednn_linear(x.float(), self.packed, self.bias).to(x.dtype)
 
     def dequantised(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The weight [out, in] as a plain tensor."""
@@ -242,6 +239,17 @@ class PackedLinear(nn.Module):
         # state_dict() (so save_model) holds the plain weight under nn.Linear's name
         destination[prefix + "weight"] = self.dequantised()
         super()._save_to_state_dict(destination, prefix, keep_vars)
+
+
+def onednn_pack(weight: torch.Tensor) -> torch.Tensor:
+    """An fp32 [out, in] weight reordered into oneDNN's blocked layout for onednn_linear."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach().float().contiguous())
+
+
+def onednn_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x @ W.T + bias for fp32 x [..., in] and a weight packed by onednn_pack (no autograd)."""
+    y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]).contiguous(), packed, bias, "none", [], "")
+    return y.reshape(*x.shape[:-1], y.shape[-1])
 
 
 def onednn_preferred() -> bool:

@@ -98,3 +98,37 @@ def test_lora_dropout_drops_at_its_rate_keeps_the_expectation_and_follows_the_se
     x = torch.randn(7, 3, requires_grad=True)
     d.train()(x).sum().backward()
     assert all(g == 0 or g == pytest.approx(65536 / (65536 - 3277)) for g in x.grad.flatten().tolist())
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+def test_frozen_base_through_either_gemm_gives_the_same_output_and_gradients(monkeypatch, onednn):
+    """On non-Intel CPUs the frozen fp32 base multiplies through oneDNN (forward and input
+    gradient); forced on or off here, both must equal the plain layer's."""
+    from torch import nn
+
+    from lmlab.model.peft import lora
+
+    monkeypatch.setattr(lora, "_onednn", lambda: onednn)
+    torch.manual_seed(0)
+    base = nn.Linear(48, 40)
+    m = lora.LoRALinear(base, [("q_proj", 40)], {"q_proj"}, r=4, alpha=8)
+    nn.init.normal_(m.lora_B["q_proj"].weight)
+    ref = nn.Linear(48, 40)
+    ref.load_state_dict(base.state_dict())
+    x = torch.randn(3, 7, 48, requires_grad=True)
+    y = m(x)
+    assert ("_onednn" in base.__dict__) == onednn
+    y.square().sum().backward()
+    x2 = x.detach().clone().requires_grad_()
+    y2 = ref(x2) + m.scaling * (x2 @ m.lora_A["q_proj"].weight.t()) @ m.lora_B["q_proj"].weight.t()
+    y2.square().sum().backward()
+    torch.testing.assert_close(y, y2, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-5, atol=1e-4)
+    assert base.weight.grad is None  # the base stays frozen
+    with torch.no_grad():  # a changed weight is packed again, not served stale
+        base.weight.mul_(2)
+        torch.testing.assert_close(lora._frozen(base, x), x @ base.weight.t() + base.bias,
+                                   rtol=1e-5, atol=1e-5)
+    parent = nn.Sequential(m)
+    merge_lora(parent)
+    assert "_onednn" not in parent[0].__dict__  # merging drops the packed copies
