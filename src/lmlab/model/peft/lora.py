@@ -20,6 +20,7 @@ from torch import nn
 
 from lmlab.errors import LmlabError
 from lmlab.model.io.hf import FUSED, GPT2_NAMES, LLAMA_NAMES, _rename
+from lmlab.model.quant import onednn_linear, onednn_pack, onednn_preferred
 
 # peft's "all-linear": every Linear but the output layer.
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -112,43 +113,34 @@ def _frozen(base: nn.Module, x):
 
 
 def _onednn() -> bool:
-    from lmlab.model.quant import onednn_preferred
-
     return onednn_preferred()
 
 
 class _OneDNNFrozen(torch.autograd.Function):
     """A frozen fp32 linear through oneDNN, with its weight reordered once for the forward product
     (x @ W.T) and once for the input gradient (grad @ W), kept beside the plain weight. On an AMD
-    EPYC (Zen 1, 2 threads) a DPO step with LoRA took 15-19% less time than with MKL, for two more
-    copies of the frozen weights in memory; merge_lora drops them."""
+    EPYC (Zen 1, 2 threads) DPO with LoRA took 8-19% less time than with MKL in alternating runs
+    (benchmarks/lora_base_gemm.py), for two more copies of the frozen weights in memory;
+    merge_lora drops them."""
 
     @staticmethod
     def forward(ctx, x, base):
         ctx.base = base
-        return _packed_linear(x, _packed(base)[0], base.bias)
+        return onednn_linear(x, _packed(base)[0], base.bias)
 
     @staticmethod
     def backward(ctx, grad):
-        return _packed_linear(grad, _packed(ctx.base)[1], None), None
+        return onednn_linear(grad, _packed(ctx.base)[1], None), None
 
 
 def _packed(base: nn.Linear):
     """(W, W.T) in oneDNN's layout, cached on the layer until its weight changes."""
-    from lmlab.model.quant import onednn_pack
-
     w = base.weight
     cached = base.__dict__.get("_onednn")
     if cached is None or cached[0] != (w.data_ptr(), w._version):
         cached = ((w.data_ptr(), w._version), onednn_pack(w), onednn_pack(w.t()))
         base.__dict__["_onednn"] = cached
     return cached[1:]
-
-
-def _packed_linear(x, packed, bias):
-    from lmlab.model.quant import onednn_linear
-
-    return onednn_linear(x, packed, bias)
 
 
 class _Int8Frozen(torch.autograd.Function):
