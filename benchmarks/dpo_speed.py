@@ -53,11 +53,11 @@ def select_pairs(n: int, max_length: int, out: Path) -> Path:
     return out
 
 
-def count_work(layer, head=None, labelled=None) -> dict:
+def count_work(layer, labelled=None) -> dict:
     """Hooks that add up the tokens entering `layer` (a transformer block) and the rows the output
-    layer projects, separately for passes with and without gradients. The rows are those entering
-    `head`, or, for a model whose fused output layer projects only labelled positions (TRL's), the
-    labels other than -100 passed to `labelled`."""
+    layer projects, separately for passes with and without gradients. For a model whose fused
+    output layer projects only labelled positions (TRL's), the rows are the labels other than -100
+    passed to `labelled`; ours are counted by `count_head_rows`."""
     import torch
 
     work = {"block_tokens": [0, 0], "head_rows": [0, 0]}  # [no grad, grad]
@@ -66,19 +66,31 @@ def count_work(layer, head=None, labelled=None) -> dict:
         x = args[0] if args else kwargs["hidden_states"]
         work["block_tokens"][torch.is_grad_enabled()] += x.numel() // x.shape[-1]
 
-    def rows(module, args, kwargs):
-        work["head_rows"][torch.is_grad_enabled()] += args[0].numel() // args[0].shape[-1]
-
     def labels(module, args, kwargs):
         if kwargs.get("labels") is not None:
             work["head_rows"][torch.is_grad_enabled()] += int((kwargs["labels"] != -100).sum())
 
     layer.register_forward_pre_hook(tokens, with_kwargs=True)
-    if head is not None:
-        head.register_forward_pre_hook(rows, with_kwargs=True)
     if labelled is not None:
         labelled.register_forward_pre_hook(labels, with_kwargs=True)
     return work
+
+
+def count_head_rows(model, work: dict) -> None:
+    """Our objectives call the output layer through quant.frozen_linear (not as a module, so no
+    hook sees it): count the rows there."""
+    import torch
+
+    from lmlab.train.objectives import responses
+
+    plain = responses.frozen_linear
+
+    def counted(linear, x):
+        if linear is model.lm_head:
+            work["head_rows"][torch.is_grad_enabled()] += x.numel() // x.shape[-1]
+        return plain(linear, x)
+
+    responses.frozen_linear = counted
 
 
 def run_ours(data: Path, args) -> dict:
@@ -96,7 +108,8 @@ def run_ours(data: Path, args) -> dict:
     d, model, tokenizer, folder, _ = align.start(cfg, "dpo")
     data = align.comparison_batches(cfg, tokenizer, cfg.data, dpo.collate)
     trainer = Trainer(model, dpo.DPO(0.1), data, cfg, None, d)
-    work = count_work(model.layers[0], head=model.lm_head)
+    work = count_work(model.layers[0])
+    count_head_rows(model, work)
     t0 = time.perf_counter()
     result = trainer.fit()
     seconds = time.perf_counter() - t0

@@ -184,3 +184,26 @@ def test_a_packed_linear_saves_the_plain_weight_under_linears_name():
     state = PackedLinear(lin).state_dict()
     assert set(state) == {"weight", "bias"}
     assert torch.equal(state["weight"], lin.weight) and torch.equal(state["bias"], lin.bias)
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_frozen_linear_multiplies_through_onednn_only_a_frozen_weight(monkeypatch, frozen):
+    """frozen_linear: a frozen fp32 weight goes through oneDNN (forward and input gradient) with
+    the same results as the plain layer; a trained weight takes the plain path and gets its grad."""
+    from lmlab.model import quant
+
+    monkeypatch.setattr(quant, "onednn_preferred", lambda: True)
+    torch.manual_seed(0)
+    lin = nn.Linear(40, 300)  # wide, as the output layer
+    lin.weight.requires_grad_(not frozen)
+    x = torch.randn(2, 9, 40, requires_grad=True)
+    y = quant.frozen_linear(lin, x)
+    assert ("_onednn" in lin.__dict__) == frozen
+    y.square().sum().backward()
+    x2 = x.detach().clone().requires_grad_()
+    (x2 @ lin.weight.detach().t() + lin.bias.detach()).square().sum().backward()
+    torch.testing.assert_close(y, lin(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-5, atol=1e-4)
+    assert (lin.weight.grad is None) == frozen
+    quant.drop_packed(lin)
+    assert "_onednn" not in lin.__dict__

@@ -50,3 +50,29 @@ def test_loss_matches_trl_dpo_trainer(trl_dpo, tiny, loss):
     assert count == len(RECORDS)
     assert abs(float(total) / count - float(expected)) < 1e-5
     assert abs(float(expected)) > 1e-3  # the models differ, so the comparison means something
+
+
+def test_frozen_output_layer_through_onednn_gives_the_same_loss_and_gradients(tiny, monkeypatch):
+    """With LoRA the output layer is frozen, so on CPUs where oneDNN is preferred it multiplies
+    through oneDNN (quant.frozen_linear); the loss and the adapters' gradients must not change."""
+    from lmlab.model import quant
+    from lmlab.model.peft.lora import apply_lora
+
+    model = copy.deepcopy(tiny("policy", 1)[1])
+    apply_lora(model, r=4, alpha=8)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.1)  # a policy away from its reference
+    batch = dpo.collate([Ranked([3, 4, 5], [[6, 7], [8, 9, 10]]), Ranked([12, 13], [[14], [15, 16]])])
+    results = []
+    for onednn in (False, True):
+        monkeypatch.setattr(quant, "onednn_preferred", lambda: onednn)
+        model.zero_grad()
+        total, _, _ = dpo.DPO(beta=0.1)(model, batch)
+        total.backward()
+        assert ("_onednn" in model.lm_head.__dict__) == onednn
+        results.append((total.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
+    (loss0, grads0), (loss1, grads1) = results
+    torch.testing.assert_close(loss1, loss0, rtol=1e-5, atol=1e-6)
+    for g0, g1 in zip(grads0, grads1):
+        torch.testing.assert_close(g1, g0, rtol=1e-4, atol=1e-6)

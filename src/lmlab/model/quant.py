@@ -259,6 +259,49 @@ def onednn_preferred() -> bool:
     return torch.backends.mkldnn.is_available() and vendor is not None and vendor != "GenuineIntel"
 
 
+def frozen_linear(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """linear(x) for a layer that is not being trained (LoRA's base, a frozen output layer).
+
+    A plain fp32 nn.Linear with a frozen weight, on a CPU where oneDNN's GEMM beats MKL's
+    (onednn_preferred), multiplies through oneDNN in the forward pass and for the input gradient.
+    Its weight is reordered once for x @ W.T and once for grad @ W, and these copies are cached on
+    the layer until the weight changes (two more copies in memory; drop_packed frees them). On an
+    AMD EPYC (Zen 1, 2 threads) that made DPO with LoRA 8-19% faster (benchmarks/lora_base_gemm.py);
+    the 49k-row output layer ran at 26-43 GFLOP/s through MKL and 43-65 through oneDNN."""
+    w = getattr(linear, "weight", None)
+    if (type(linear) is nn.Linear and not w.requires_grad and type(w.data) is torch.Tensor  # not a DTensor
+            and x.dtype == w.dtype == torch.float32 and x.device.type == "cpu"
+            and not torch.is_autocast_enabled("cpu") and onednn_preferred()):
+        return _OneDNNFrozen.apply(x, linear)
+    return linear(x)
+
+
+class _OneDNNFrozen(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, linear):
+        ctx.linear = linear
+        return onednn_linear(x, _packed(linear)[0], linear.bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return onednn_linear(grad, _packed(ctx.linear)[1], None), None
+
+
+def _packed(linear: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W, W.T) in oneDNN's layout, cached on the layer until its weight changes."""
+    w = linear.weight
+    cached = linear.__dict__.get("_onednn")
+    if cached is None or cached[0] != (w.data_ptr(), w._version):
+        cached = ((w.data_ptr(), w._version), onednn_pack(w), onednn_pack(w.t()))
+        linear.__dict__["_onednn"] = cached
+    return cached[1:]
+
+
+def drop_packed(linear: nn.Module) -> None:
+    """Free the copies frozen_linear cached on a layer."""
+    linear.__dict__.pop("_onednn", None)
+
+
 def pack_linears(model: nn.Module) -> nn.Module:
     """Replace every fp32 nn.Linear by a PackedLinear (in place; inference only)."""
     _replace_linears(model, PackedLinear)

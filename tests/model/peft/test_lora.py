@@ -106,9 +106,10 @@ def test_frozen_base_through_either_gemm_gives_the_same_output_and_gradients(mon
     gradient); forced on or off here, both must equal the plain layer's."""
     from torch import nn
 
+    from lmlab.model import quant
     from lmlab.model.peft import lora
 
-    monkeypatch.setattr(lora, "_onednn", lambda: onednn)
+    monkeypatch.setattr(quant, "onednn_preferred", lambda: onednn)
     torch.manual_seed(0)
     base = nn.Linear(48, 40)
     m = lora.LoRALinear(base, [("q_proj", 40)], {"q_proj"}, r=4, alpha=8)

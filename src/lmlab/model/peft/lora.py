@@ -20,7 +20,7 @@ from torch import nn
 
 from lmlab.errors import LmlabError
 from lmlab.model.io.hf import FUSED, GPT2_NAMES, LLAMA_NAMES, _rename
-from lmlab.model.quant import onednn_linear, onednn_pack, onednn_preferred
+from lmlab.model.quant import drop_packed, frozen_linear
 
 # peft's "all-linear": every Linear but the output layer.
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -101,46 +101,11 @@ class Dropout(nn.Module):
 
 def _frozen(base: nn.Module, x):
     """The base layer's output; int8 bases (QLoRA-style) have no autograd kernel, so their input
-    gradient is taken through the dequantised weight. fp32 bases on CPUs where oneDNN's GEMM beats
-    MKL's (quant.onednn_preferred) multiply through oneDNN, forward and backward."""
+    gradient is taken through the dequantised weight. fp32 bases go through quant.frozen_linear
+    (oneDNN's GEMM where it beats MKL's)."""
     if hasattr(base, "qweight") and hasattr(base, "scale") and torch.is_grad_enabled() and x.requires_grad:
         return _Int8Frozen.apply(x, base)
-    if (type(base) is nn.Linear and type(base.weight.data) is torch.Tensor  # not a sharded DTensor
-            and x.dtype == base.weight.dtype == torch.float32 and x.device.type == "cpu"
-            and not torch.is_autocast_enabled("cpu") and _onednn()):
-        return _OneDNNFrozen.apply(x, base)
-    return base(x)
-
-
-def _onednn() -> bool:
-    return onednn_preferred()
-
-
-class _OneDNNFrozen(torch.autograd.Function):
-    """A frozen fp32 linear through oneDNN, with its weight reordered once for the forward product
-    (x @ W.T) and once for the input gradient (grad @ W), kept beside the plain weight. On an AMD
-    EPYC (Zen 1, 2 threads) DPO with LoRA took 8-19% less time than with MKL in alternating runs
-    (benchmarks/lora_base_gemm.py), for two more copies of the frozen weights in memory;
-    merge_lora drops them."""
-
-    @staticmethod
-    def forward(ctx, x, base):
-        ctx.base = base
-        return onednn_linear(x, _packed(base)[0], base.bias)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return onednn_linear(grad, _packed(ctx.base)[1], None), None
-
-
-def _packed(base: nn.Linear):
-    """(W, W.T) in oneDNN's layout, cached on the layer until its weight changes."""
-    w = base.weight
-    cached = base.__dict__.get("_onednn")
-    if cached is None or cached[0] != (w.data_ptr(), w._version):
-        cached = ((w.data_ptr(), w._version), onednn_pack(w), onednn_pack(w.t()))
-        base.__dict__["_onednn"] = cached
-    return cached[1:]
+    return frozen_linear(base, x)
 
 
 class _Int8Frozen(torch.autograd.Function):
@@ -242,7 +207,7 @@ def merge_lora(model) -> nn.Module:
         if not isinstance(m.base, nn.Linear):
             raise LmlabError("merging needs full-precision base weights; reload the base model in fp32/bf16")
         m.base.weight += m.delta_weight().to(m.base.weight.dtype)
-        m.base.__dict__.pop("_onednn", None)
+        drop_packed(m.base)
         parent, leaf = _parent(model, name)
         setattr(parent, leaf, m.base)
     return model

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
+from lmlab.model.quant import frozen_linear
 from lmlab.train.data import IGNORE, pack_batch, pad_batch
 
 
@@ -18,6 +19,6 @@ def loss(model, batch) -> tuple:
     h = model.hidden_states(ids, positions=batch.get("positions"), segments=batch.get("segments"))
     target = labels[:, 1:]
     keep = target != IGNORE
-    logits = model.lm_head(h[:, :-1][keep])
+    logits = frozen_linear(model.lm_head, h[:, :-1][keep])  # oneDNN where faster, if frozen
     total = F.cross_entropy(logits.float(), target[keep], reduction="sum")
     return total, int(keep.sum()), {"tokens": batch["tokens"]}
