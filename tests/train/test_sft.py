@@ -44,6 +44,31 @@ def test_packed_rows_give_the_padded_loss(tiny_folder, examples):
     torch.testing.assert_close(packed[0], padded[0], atol=1e-4, rtol=1e-5)
 
 
+def test_lora_loss_and_gradients_are_the_same_with_the_frozen_head_through_onednn(tiny_folder, examples,
+                                                                               monkeypatch):
+    """Under LoRA the output layer is frozen, so where oneDNN is preferred it goes through
+    quant.frozen_linear; neither the loss nor the adapters' gradients may change."""
+    from lmlab.model import quant
+    from lmlab.model.peft.lora import apply_lora
+
+    model = load_model(tiny_folder)
+    apply_lora(model, r=4, alpha=8)
+    batch = sft.collate(examples[:4], 0)
+    results = []
+    for onednn in (False, True):
+        monkeypatch.setattr(quant, "onednn_preferred", lambda: onednn)
+        model.zero_grad()
+        total, _, _ = sft.loss(model, batch)
+        total.backward()
+        assert ("_onednn" in model.lm_head.__dict__) == onednn
+        results.append((total.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
+    (loss0, grads0), (loss1, grads1) = results
+    torch.testing.assert_close(loss1, loss0, rtol=1e-5, atol=1e-5)
+    assert any(g.abs().sum() > 0 for g in grads0)
+    for g0, g1 in zip(grads0, grads1):
+        torch.testing.assert_close(g1, g0, rtol=1e-4, atol=1e-5)
+
+
 def test_only_assistant_turns_are_labelled(tiny_folder):
     tok = Tokenizer.from_folder(tiny_folder)
     msgs = [{"role": "user", "content": "Say A."}, {"role": "assistant", "content": "A"},
