@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmlab.errors import LmlabError
+from lmlab.model import cpu_kernels
 
 FORMATS = ("fp32", "bf16", "int8", "w8a8", "int4")
 # Rows from which dequantising to fp32 beats the fused kernel (measured, 2 AVX-512 cores: at 128
@@ -53,6 +54,8 @@ class Int8Linear(nn.Module):
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().to(self.scale_dtype),
                                                                    requires_grad=False)
         self.in_features, self.out_features = linear.in_features, linear.out_features
+        # decided here, not in forward, so that torch.compile never traces the kernels' build
+        self.own_kernel = cpu_kernels.available()
 
     def forward(self, x):
         shape = x.shape
@@ -65,6 +68,8 @@ class Int8Linear(nn.Module):
             y = (x2.float()[:, None, :] * self.qweight.float()).sum(-1) * self.scale.float()
         elif x2.shape[0] >= DEQUANT_ROWS["int8"]:
             y = F.linear(x2.float(), self.dequantised())
+        elif self.own_kernel:
+            y = cpu_kernels.int8_linear(x2, self.qweight, self.scale)
         else:
             y = torch.ops.aten._weight_int8pack_mm(x2, self.qweight, self.scale)
         if self.bias is not None:

@@ -1,0 +1,45 @@
+"""lmlab's own CPU kernels (cpu_kernels.cpp), compiled once on first use with torch's C++
+extension builder and cached by torch (~/.cache/torch_extensions; about 20 s on 2 cores).
+
+Where they cannot be built (no C++ compiler, no ninja) or LMLAB_NO_KERNELS=1 is set, `available()`
+is False and callers keep torch's own kernels; the reason is warned once."""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
+
+
+@functools.cache
+def available() -> bool:
+    """Whether the kernels are built and loaded (building them on the first call)."""
+    if os.environ.get("LMLAB_NO_KERNELS") == "1":
+        return False
+    try:
+        from torch.utils.cpp_extension import load
+
+        flags = ["-O3", "-march=native", "-fopenmp"]
+        load(name="lmlab_cpu_kernels", sources=[str(SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"],
+             is_python_module=False, verbose=False)
+    except Exception as e:  # no compiler, no ninja, a failed build: torch's kernels still work
+        warnings.warn(f"lmlab's CPU kernels could not be built ({type(e).__name__}: {str(e)[:300]}); "
+                      "using torch's slower int8 kernel", stacklevel=2)
+        return False
+    torch.library.register_fake("lmlab_cpu::int8_linear")(_int8_linear_shape)
+    return True
+
+
+def _int8_linear_shape(x, q, scale):
+    return x.new_empty(x.shape[0], q.shape[0])  # in x's dtype, as the kernel returns it
+
+
+def int8_linear(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x @ (q * scale[:, None]).T for x [M, K] (fp32 or bf16, computed in fp32), int8 q [N, K] and
+    scale [N]; made for few rows (decoding)."""
+    return torch.ops.lmlab_cpu.int8_linear(x, q, scale)
