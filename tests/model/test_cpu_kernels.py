@@ -1,0 +1,81 @@
+"""lmlab's own CPU kernels (lmlab.model.cpu_kernels): exactly the products they define, on the AVX2
+path (inputs a multiple of 32) and the plain C++ one, for any number of rows."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lmlab.model import cpu_kernels
+from lmlab.model.quant import Int8Linear
+
+pytestmark = pytest.mark.skipif(not cpu_kernels.available(), reason="no C++ toolchain to build lmlab's kernels")
+
+
+def _int8_reference(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The kernel's definition: each row of x rounded to int16 with scale max|x| / 8191, then
+    exact integer dot products with q, times both scales."""
+    x = x.double()
+    sx = x.abs().amax(-1, keepdim=True) / 8191
+    sx[sx == 0] = 1
+    xq = (x / sx).round()
+    return (xq @ q.double().T) * sx * scale.double()
+
+
+@pytest.mark.parametrize("k", [64, 40], ids=["avx2", "plain"])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 9])
+def test_int8_linear_is_the_product_it_defines(rows, k):
+    g = torch.Generator().manual_seed(rows)
+    x = torch.randn(rows, k, generator=g) * torch.logspace(-2, 1, rows)[:, None]
+    q = torch.randint(-127, 128, (48, k), dtype=torch.int8, generator=g)
+    scale = torch.rand(48, generator=g) + 0.01
+    y = cpu_kernels.int8_linear(x, q, scale)
+    assert y.shape == (rows, 48) and y.dtype == torch.float32
+    assert torch.allclose(y.double(), _int8_reference(x, q, scale), rtol=1e-5, atol=1e-6)
+    exact = x.double() @ (q.double() * scale.double()[:, None]).T
+    assert (y.double() - exact).abs().max() <= 1e-3 * exact.abs().max()  # int16 rounding of x only
+
+
+def test_int8_linear_takes_bf16_and_returns_bf16_and_a_zero_row_stays_zero():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 64, generator=g).bfloat16()
+    x[1] = 0
+    q = torch.randint(-127, 128, (32, 64), dtype=torch.int8, generator=g)
+    scale = (torch.rand(32, generator=g) + 0.01).bfloat16()
+    y = cpu_kernels.int8_linear(x, q, scale)
+    assert y.dtype == torch.bfloat16 and torch.equal(y[1], torch.zeros(32, dtype=torch.bfloat16))
+    ref = _int8_reference(x.float(), q, scale.float())
+    assert (y.double() - ref).abs().max() <= 2**-8 * ref.abs().max()
+
+
+def test_int8_layers_decode_through_the_kernel_and_agree_with_torchs():
+    torch.manual_seed(0)
+    layer = Int8Linear(nn.Linear(128, 96)).to(torch.bfloat16)
+    assert layer.own_kernel
+    x = torch.randn(2, 128).bfloat16()
+    with torch.no_grad(), torch.profiler.profile() as prof:
+        ours = layer(x).float()
+    assert any(e.name == "lmlab_cpu::int8_linear" for e in prof.events())
+    layer.own_kernel = False
+    with torch.no_grad():
+        torchs = layer(x).float()
+    assert (ours - torchs).abs().max() <= 0.01 * torchs.abs().max()
+
+
+def test_a_build_failure_leaves_torchs_kernels(monkeypatch):
+    import torch.utils.cpp_extension as ext
+
+    def broken(*a, **k):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(ext, "load", broken)
+    cpu_kernels.available.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="could not be built"):
+            assert cpu_kernels.available() is False
+        assert Int8Linear(nn.Linear(64, 32)).own_kernel is False
+    finally:
+        monkeypatch.undo()
+        cpu_kernels.available.cache_clear()
+        assert cpu_kernels.available()
