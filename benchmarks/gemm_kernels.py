@@ -5,8 +5,10 @@
 Table 1: fp32 GFLOP/s of torch's default GEMM (MKL on x86) and of oneDNN with a pre-packed
 weight (quant.PackedLinear), for the bundled model's weight shapes at 1, 8, 32, 256 and 2048
 rows, and their ratio: `lmlab.load` packs fp32 weights for oneDNN on non-Intel CPUs.
-Table 2: one decoded row through an int8 weight: torch's int8 kernel vs the plain reduction
-that compiled decoding uses on AVX-512 CPUs (quant.GEMV_ROWS), in GB/s of int8 weight read.
+Table 2: decoded rows (1, 4 and 32 streams) through an int8 weight, in GB/s of int8 weight read:
+torch's int8 kernel, lmlab's own (lmlab.model.cpu_kernels, what quant.Int8Linear uses where it
+builds) and, at one row, the plain reduction that compiled decoding uses on AVX-512 CPUs
+(quant.GEMV_ROWS).
 Table 3: int8 weights times int8 activations (w8a8) at 1, 8 and 32 rows, in GOP/s: torch's
 integer GEMM (what quant.W8A8Linear calls; VNNI makes it fast), fbgemm's dynamically quantised
 linear (one activation scale for the whole batch, so a row's result depends on the other rows;
@@ -22,6 +24,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from lmlab.model import cpu_kernels
 from lmlab.model.quant import PackedLinear, onednn_preferred
 from lmlab.report.table import print_table
 
@@ -63,18 +66,22 @@ def main() -> None:
 
     rows = []
     reduction = torch.compile(lambda x, q, s: (x[:, None, :] * q.float()).sum(-1) * s)
+    own = cpu_kernels.available()
     with torch.inference_mode():
         for out, inp, name in SHAPES:
             q = torch.randint(-127, 128, (out, inp), dtype=torch.int8)
             scale = torch.rand(out)
-            x = torch.randn(1, inp)
-            xb, sb = x.bfloat16(), scale.bfloat16()
-            kernel = best(lambda: torch.ops.aten._weight_int8pack_mm(xb, q, sb))
-            compiled = best(lambda: reduction(x, q, scale))
-            rows.append({"weight": f"{name} [{out}x{inp}]", "int8 kernel GB/s": round(q.numel() / kernel / 1e9, 2),
-                         "compiled reduction GB/s": round(q.numel() / compiled / 1e9, 2),
-                         "reduction / kernel": round(kernel / compiled, 2)})
-    print_table(rows, title="one decoded row, int8 weight: torch's kernel vs inductor's reduction")
+            for m in (1, 4, 32):
+                x = torch.randn(m, inp)
+                xb, sb = x.bfloat16(), scale.bfloat16()
+                kernel = best(lambda: torch.ops.aten._weight_int8pack_mm(xb, q, sb))
+                ours = best(lambda: cpu_kernels.int8_linear(xb, q, sb)) if own else None
+                compiled = best(lambda: reduction(x, q, scale)) if m == 1 else None
+                gbs = lambda t: round(q.numel() / t / 1e9, 2) if t else "-"
+                rows.append({"weight": f"{name} [{out}x{inp}]", "rows": m, "torch kernel GB/s": gbs(kernel),
+                             "lmlab kernel GB/s": gbs(ours), "compiled reduction GB/s": gbs(compiled),
+                             "lmlab / torch": round(kernel / ours, 2) if ours else "-"})
+    print_table(rows, title="decoded rows, int8 weight: torch's kernel, lmlab's, inductor's reduction")
 
     rows = []
     torch.backends.quantized.engine = "fbgemm"

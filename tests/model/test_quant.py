@@ -126,7 +126,7 @@ def test_prompt_sized_inputs_take_the_dequantised_path_with_the_same_weight(cls)
 
     torch.manual_seed(0)
     q = cls(nn.Linear(128, 192, bias=False))
-    n = DEQUANT_ROWS["int8" if cls is Int8Linear else "int4"]
+    n = q.dequant_rows if cls is Int8Linear else DEQUANT_ROWS["int4"]
     x = torch.randn(n, 128).bfloat16()
     with torch.no_grad():
         many = q(x).float()

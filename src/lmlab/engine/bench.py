@@ -35,8 +35,13 @@ def bench_decode(lm, streams: int = 1, prompt_tokens: int = 40, new_tokens: int 
     while engine.has_unfinished():
         for out in engine.step():
             generated += sum(len(c.token_ids) for c in out.outputs)
-    seconds = time.perf_counter() - t0
+    end = time.perf_counter()
+    seconds = end - t0
+    # the decode phase alone, as llama.cpp reports it: tokens after each stream's first, over the
+    # time after the last stream's first
+    decode_s = end - max(first.values()) if first else 0.0
     return {"streams": streams, "tok_s": generated / seconds,
+            "decode_tok_s": (generated - streams) / decode_s if decode_s > 0 else None,
             "ttft_s": sum(first.values()) / len(first) - t0 if first else None,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "seconds": seconds, "warmup_s": warmup_s}

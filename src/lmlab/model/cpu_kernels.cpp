@@ -68,10 +68,11 @@ inline void dots_any(const int16_t* x, int64_t K, const int8_t* w, int32_t* out)
   }
 }
 
-template <typename T, typename S>
-void int8_linear_impl(const T* X, const int8_t* Q, const S* scale, T* Y, int64_t M, int64_t K, int64_t N) {
-  std::vector<int16_t> xq(M * K);
-  std::vector<float> sx(M);
+// Each row of x as int16 with its own scale (largest magnitude / XMAX): xq [M, K], sx [M].
+template <typename T>
+void quantise_rows(const T* X, int64_t M, int64_t K, std::vector<int16_t>& xq, std::vector<float>& sx) {
+  xq.resize(M * K);
+  sx.resize(M);
   for (int64_t m = 0; m < M; ++m) {
     float amax = 0.f;
     for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::abs(static_cast<float>(X[m * K + k])));
@@ -79,14 +80,24 @@ void int8_linear_impl(const T* X, const int8_t* Q, const S* scale, T* Y, int64_t
     const float inv = 1.f / sx[m];
     for (int64_t k = 0; k < K; ++k) xq[m * K + k] = static_cast<int16_t>(std::nearbyint(static_cast<float>(X[m * K + k]) * inv));
   }
+}
+
+inline void prefetch_row(const void* p, int64_t bytes) {
+#if defined(__AVX2__)
+  for (int64_t i = 0; i < bytes; i += 64) _mm_prefetch(static_cast<const char*>(p) + i, _MM_HINT_T0);
+#endif
+}
+
+template <typename T, typename S>
+void int8_linear_impl(const T* X, const int8_t* Q, const S* scale, T* Y, int64_t M, int64_t K, int64_t N) {
+  std::vector<int16_t> xq;
+  std::vector<float> sx;
+  quantise_rows(X, M, K, xq, sx);
   at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) {
     int32_t out[MB];
     for (int64_t n = n0; n < n1; ++n) {
       const int8_t* w = Q + n * K;
-#if defined(__AVX2__)
-      if (n + PF < n1)
-        for (int64_t k = 0; k < K; k += 64) _mm_prefetch(reinterpret_cast<const char*>(w + PF * K + k), _MM_HINT_T0);
-#endif
+      if (n + PF < n1) prefetch_row(w + PF * K, K);
       const float sn = static_cast<float>(scale[n]);
       for (int64_t m = 0; m < M; m += MB) {
         const int64_t r = std::min(MB, M - m);

@@ -2,8 +2,10 @@
 
 Decoding one token reads every weight once, so on a CPU its speed is set by bytes per weight:
 bf16 halves them, int8 quarters them, int4 (groups of 32 sharing a scale and a minimum, as GGUF's
-Q4_1) eighths them. int8 and int4 keep activations in bf16 and use torch's fused
-quantised-weight matmuls on the CPU, else dequantise on the fly.
+Q4_1) eighths them. int8 and int4 keep activations in bf16. On the CPU int8 multiplies through
+lmlab's own kernel (cpu_kernels: int16 activations, 1.5-2.4x torch's kernel at one row) where it
+builds, else through torch's fused quantised-weight matmul, as int4 does; elsewhere they
+dequantise on the fly.
 
 w8a8 quantises the activations too, each row to int8 with its own scale when it arrives, and
 multiplies int8 by int8 with torch's integer GEMM (VNNI here): 4-6x the fp32 GEMM at 32 rows,
@@ -31,6 +33,9 @@ FORMATS = ("fp32", "bf16", "int8", "w8a8", "int4")
 # Rows from which dequantising to fp32 beats the fused kernel (measured, 2 AVX-512 cores: at 128
 # rows int8 4.4 ms vs 2.4, at 1280 rows int8 45 / int4 41 ms vs 17; int4 unpacking costs more).
 DEQUANT_ROWS = {"int8": 64, "int4": 256}
+# With lmlab's own int8 kernel (cpu_kernels) the crossover is later: at 256 rows both take the same
+# time on a Zen 1 EPYC (8.1 ms for a 576 x 1536 weight), at 64 the kernel 1.9 ms vs 3.2.
+DEQUANT_ROWS["int8_own"] = 256
 # Rows up to which compiled int8 decoding uses a plain reduction instead of the fused kernel.
 # Inductor's loop for it streams the weight at 2.6x the kernel's bytes/s with AVX-512, but at a
 # fifth of them with AVX2 (1.0 vs 5.7 GB/s on a Zen 1 EPYC): AVX-512 CPUs only.
@@ -66,7 +71,7 @@ class Int8Linear(nn.Module):
             # Written as a reduction, inductor fuses the int8 -> fp32 conversion into one loop that
             # streams the weight once (one decoded row: 2.6x the fused kernel's bytes/s).
             y = (x2.float()[:, None, :] * self.qweight.float()).sum(-1) * self.scale.float()
-        elif x2.shape[0] >= DEQUANT_ROWS["int8"]:
+        elif x2.shape[0] >= self.dequant_rows:
             y = F.linear(x2.float(), self.dequantised())
         elif self.own_kernel:
             y = cpu_kernels.int8_linear(x2, self.qweight, self.scale)
@@ -76,6 +81,11 @@ class Int8Linear(nn.Module):
             y = y + self.bias
         return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
 
+
+    @property
+    def dequant_rows(self) -> int:
+        """Rows of input from which the weight is dequantised for the product."""
+        return DEQUANT_ROWS["int8_own" if self.own_kernel else "int8"]
 
     def dequantised(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The weight [out, in] that the kernel multiplies by, in `dtype`."""
