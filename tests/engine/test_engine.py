@@ -689,3 +689,31 @@ def test_bundled_model_batch_of_two_equals_transformers_greedy(bundled_lm, bundl
                                      do_sample=False, max_new_tokens=32, eos_token_id=None,
                                      pad_token_id=0)[0, len(ids):].tolist()
         assert out.outputs[0].token_ids == ref
+
+
+@pytest.mark.parametrize("arch", list(CONFIGS))
+def test_decode_steps_through_lmlabs_attention_kernel_give_the_same_tokens(pair, tok, arch):
+    # On the CPU the engine lets attention take lmlab's kernel for one query per row
+    # (cpu_kernels.decode_attention): the same greedy tokens as torch's attention, padding masks
+    # (prompts of unequal length) and sliding windows included.
+    from lmlab.model import cpu_kernels
+    from lmlab.model.transformer import Attention
+
+    if not cpu_kernels.available():
+        pytest.skip("no C++ toolchain to build lmlab's kernels")
+    model = pair(arch)[1]
+
+    def run(kernel: bool):
+        engine = Engine(model, tok)
+        layers = [m for m in model.modules() if isinstance(m, Attention)]
+        assert layers and all(m.decode_kernel for m in layers)
+        for m in layers:
+            m.decode_kernel = kernel
+        with torch.profiler.profile() as prof:
+            outs = engine.generate(PROMPTS[:4], SamplingParams(temperature=0.0, max_tokens=20, ignore_eos=True))
+        used = any(e.name == "lmlab_cpu::decode_attention" for e in prof.events())
+        return [o.outputs[0].token_ids for o in outs], used
+
+    (ours, used), (torchs, unused) = run(True), run(False)
+    assert used and not unused
+    assert ours == torchs

@@ -79,3 +79,23 @@ def test_a_build_failure_leaves_torchs_kernels(monkeypatch):
         monkeypatch.undo()
         cpu_kernels.available.cache_clear()
         assert cpu_kernels.available()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("mask", ["none", "per row", "shared"])
+def test_decode_attention_equals_torchs_attention_on_cache_views(dtype, mask):
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    B, H, Hkv, L, D = 3, 6, 2, 37, 16
+    q = torch.randn(B, H, 1, D, generator=g).to(dtype)
+    cache_k, cache_v = (torch.randn(B + 2, Hkv, L + 9, D, generator=g).to(dtype) for _ in range(2))
+    k, v = cache_k[:B, :, :L], cache_v[:B, :, :L]  # strided views, as the engine's cache hands them
+    m = None if mask == "none" else torch.rand(B if mask == "per row" else 1, 1, 1, L, generator=g) > 0.4
+    if m is not None:
+        m[..., 0] = True
+    ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=m, enable_gqa=True)
+    y = cpu_kernels.decode_attention(q, k, v, m, D ** -0.5)
+    assert y.dtype == dtype and y.shape == (B, H, 1, D)
+    assert (y.float() - ref).abs().max() <= (1e-5 if dtype == torch.float32 else 1e-2)
+

@@ -21,6 +21,7 @@ from lmlab.engine.kv_cache import SlotCache
 from lmlab.engine.params import SamplingParams
 from lmlab.engine.stop import StopChecker
 from lmlab.errors import LmlabError
+from lmlab.model import cpu_kernels
 
 
 @dataclass
@@ -84,6 +85,7 @@ class Engine:
     def __init__(self, model, tokenizer, eos_token_ids: list[int] | None = None, max_batch: int = 32,
                  compile: bool = False, prefill_tokens: int = 4096):
         self.model, self.tokenizer = model, tokenizer
+        cpu_kernels.use_decode_attention(model)
         # torch.compile fuses the decode step's many small ops (the cost that dominates a small
         # model on a CPU); it takes a minute or two once, so it is opt-in. Prefill stays eager.
         # A low realisation threshold stops inductor from recomputing a layer's norm inside every

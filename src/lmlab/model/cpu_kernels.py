@@ -32,6 +32,7 @@ def available() -> bool:
                       "using torch's slower int8 kernel", stacklevel=2)
         return False
     torch.library.register_fake("lmlab_cpu::int8_linear")(_int8_linear_shape)
+    torch.library.register_fake("lmlab_cpu::decode_attention")(lambda q, k, v, mask, scale: q.new_empty(q.shape))
     return True
 
 
@@ -43,3 +44,21 @@ def int8_linear(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.
     """x @ (q * scale[:, None]).T for x [M, K] (fp32 or bf16, computed in fp32), int8 q [N, K] and
     scale [N]; made for few rows (decoding)."""
     return torch.ops.lmlab_cpu.int8_linear(x, q, scale)
+
+
+def decode_attention(q, k, v, mask, scale: float) -> torch.Tensor:
+    """softmax(q k^T * scale) v for one query per row: q [B, H, 1, D], k and v [B, Hkv, L, D] (H a
+    multiple of Hkv), mask None or boolean [B or 1, 1, 1, L] (True: the key is seen); fp32 or bf16."""
+    return torch.ops.lmlab_cpu.decode_attention(q, k, v, mask, scale)
+
+
+def use_decode_attention(model: torch.nn.Module) -> bool:
+    """Let a CPU model's attention layers take decode_attention for decode steps (one query per
+    row, keys from a cache), where the kernels are built; whether they now do."""
+    from lmlab.model.transformer import Attention
+
+    on = available() and all(p.device.type == "cpu" for p in model.parameters())
+    for m in model.modules():
+        if isinstance(m, Attention):
+            m.decode_kernel = on
+    return on

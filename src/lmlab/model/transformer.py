@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from lmlab.model import cpu_kernels
 from lmlab.model.config import ModelConfig
 from lmlab.model.moe import MoE
 from lmlab.model.rope import Rotary, apply_rotary
@@ -35,6 +36,8 @@ class RMSNorm(nn.Module):
 
 
 class Attention(nn.Module):
+    decode_kernel = False  # lmlab's CPU kernel for one query per row (set by the engine: cpu_kernels)
+
     def __init__(self, c: ModelConfig, layer: int):
         super().__init__()
         self.layer, self.n_heads, self.n_kv_heads, self.head_dim = layer, c.n_heads, c.n_kv_heads, c.head_dim
@@ -52,9 +55,11 @@ class Attention(nn.Module):
         q, k = qk.transpose(1, 2).split([H, Hkv], dim=1)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)
-        # mask=None means plain causal attention over everything cached (no padding, no window).
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and T > 1,
-                                           enable_gqa=self.n_heads != self.n_kv_heads)
+        if T == 1 and cache is not None and self.decode_kernel:  # a decode step, on the CPU
+            y = cpu_kernels.decode_attention(q, k, v, mask, self.head_dim ** -0.5)
+        else:  # mask=None means plain causal attention over everything cached (no padding, no window)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and T > 1,
+                                               enable_gqa=self.n_heads != self.n_kv_heads)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
 
 
