@@ -700,7 +700,7 @@ def test_decode_steps_through_lmlabs_attention_kernel_give_the_same_tokens(pair,
     from lmlab.model.transformer import Attention
 
     if not cpu_kernels.available():
-        pytest.skip("no C++ toolchain to build lmlab's kernels")
+        pytest.skip("lmlab's kernels are not built (no C++ toolchain, or LMLAB_NO_KERNELS=1)")
     model = pair(arch)[1]
 
     def run(kernel: bool):
