@@ -10,7 +10,8 @@ from torch import nn
 from lmlab.model import cpu_kernels
 from lmlab.model.quant import Int8Linear
 
-pytestmark = pytest.mark.skipif(not cpu_kernels.available(), reason="lmlab's kernels are not built (no C++ toolchain, or LMLAB_NO_KERNELS=1)")
+pytestmark = pytest.mark.skipif(not cpu_kernels.available(),
+                                reason="lmlab's kernels are not built (no C++ toolchain, or LMLAB_NO_KERNELS=1)")
 
 
 def _int8_reference(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
