@@ -25,11 +25,14 @@ def available() -> bool:
         from torch.utils.cpp_extension import load
 
         flags = ["-O3", "-march=native", "-fopenmp"]
-        load(name="lmlab_cpu_kernels", sources=[str(SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"],
+        # one build per instruction set: a cache shared by different CPUs must not hand an AVX-512
+        # build to an AVX2 one
+        name = f"lmlab_cpu_kernels_{torch.backends.cpu.get_cpu_capability().lower()}"
+        load(name=name, sources=[str(SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"],
              is_python_module=False, verbose=False)
     except Exception as e:  # no compiler, no ninja, a failed build: torch's kernels still work
         warnings.warn(f"lmlab's CPU kernels could not be built ({type(e).__name__}: {str(e)[:300]}); "
-                      "using torch's slower int8 kernel", stacklevel=2)
+                      "torch's own (slower) int8 products and attention run instead", stacklevel=2)
         return False
     torch.library.register_fake("lmlab_cpu::int8_linear")(_int8_linear_shape)
     torch.library.register_fake("lmlab_cpu::decode_attention")(lambda q, k, v, mask, scale: q.new_empty(q.shape))
