@@ -3,7 +3,7 @@
 Decoding one token reads every weight once, so on a CPU its speed is set by bytes per weight:
 bf16 halves them, int8 quarters them, int4 (groups of 32 sharing a scale and a minimum, as GGUF's
 Q4_1) eighths them. int8 and int4 keep activations in bf16. On the CPU int8 multiplies through
-lmlab's own kernel (cpu_kernels: int16 activations, 1.5-2.4x torch's kernel at one row) where it
+lmlab's own kernel (cpu_kernels: int16 activations, 1.6-2.6x torch's kernel at one row) where it
 builds, else through torch's fused quantised-weight matmul, as int4 does; elsewhere they
 dequantise on the fly.
 
