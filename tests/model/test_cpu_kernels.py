@@ -25,7 +25,7 @@ def _int8_reference(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> to
 
 
 @pytest.mark.parametrize("k", [64, 40], ids=["avx2", "plain"])
-@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 9])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 9, 37])
 def test_int8_linear_is_the_product_it_defines(rows, k):
     g = torch.Generator().manual_seed(rows)
     x = torch.randn(rows, k, generator=g) * torch.logspace(-2, 1, rows)[:, None]
@@ -36,6 +36,21 @@ def test_int8_linear_is_the_product_it_defines(rows, k):
     assert torch.allclose(y.double(), _int8_reference(x, q, scale), rtol=1e-5, atol=1e-6)
     exact = x.double() @ (q.double() * scale.double()[:, None]).T
     assert (y.double() - exact).abs().max() <= 1e-3 * exact.abs().max()  # int16 rounding of x only
+
+
+@pytest.mark.parametrize("k", [1056, 1000], ids=["avx2", "plain"])
+def test_int8_linear_gives_each_row_the_same_bits_alone_or_in_a_batch(k):
+    """Weight blocks and groups of rows must not change a row's sums: a stream's tokens may not
+    depend on which other streams share its decode step (the engine's seed guarantee)."""
+    g = torch.Generator().manual_seed(k)
+    x = torch.randn(13, k, generator=g).bfloat16()
+    q = torch.randint(-127, 128, (61, k), dtype=torch.int8, generator=g)  # blocks of 7 or 8 rows, a short last one
+    scale = (torch.rand(61, generator=g) + 0.01).bfloat16()
+    batch = cpu_kernels.int8_linear(x, q, scale)
+    for r in (0, 5, 12):
+        assert torch.equal(cpu_kernels.int8_linear(x[r:r + 1], q, scale)[0], batch[r])
+    ref = _int8_reference(x.float(), q, scale.float())
+    assert (batch.double() - ref).abs().max() <= 2**-8 * ref.abs().max()  # bf16 output rounding
 
 
 def test_int8_linear_takes_bf16_and_returns_bf16_and_a_zero_row_stays_zero():
@@ -82,13 +97,14 @@ def test_a_build_failure_leaves_torchs_kernels(monkeypatch):
         assert cpu_kernels.available()
 
 
+@pytest.mark.parametrize("D", [16, 64, 20], ids=["vector", "registers", "plain"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("mask", ["none", "per row", "shared"])
-def test_decode_attention_equals_torchs_attention_on_cache_views(dtype, mask):
+def test_decode_attention_equals_torchs_attention_on_cache_views(dtype, mask, D):
     import torch.nn.functional as F
 
     g = torch.Generator().manual_seed(0)
-    B, H, Hkv, L, D = 3, 6, 2, 37, 16
+    B, H, Hkv, L = 3, 6, 2, 37  # 37 keys: groups of 4 and 8 with a remainder
     q = torch.randn(B, H, 1, D, generator=g).to(dtype)
     cache_k, cache_v = (torch.randn(B + 2, Hkv, L + 9, D, generator=g).to(dtype) for _ in range(2))
     k, v = cache_k[:B, :, :L], cache_v[:B, :, :L]  # strided views, as the engine's cache hands them
