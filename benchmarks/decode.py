@@ -314,6 +314,7 @@ def ratios(results: dict[str, dict], streams_max: int) -> list[dict]:
     one_best, one_fmt = best("1", "tok_s")
     one_decode, one_decode_fmt = best("1", "decode_tok_s")
     many_best, many_fmt = best(str(streams_max), "tok_s")
+    many_decode, many_decode_fmt = best(str(streams_max), "decode_tok_s")
     ttft_best, ttft_fmt = best(f"ttft{LONG_PROMPT_TOKENS}", "ttft_s", min)
     llama = val(f"llama.cpp:{GGUF_WEIGHTS}:1", "tok_s")
     llama_e2e = val(f"llama.cpp:{GGUF_WEIGHTS}:1", "tok_s_end_to_end")
@@ -332,8 +333,11 @@ def ratios(results: dict[str, dict], streams_max: int) -> list[dict]:
             lambda r: r >= 1.0, one_fmt),
         row("1 stream: lmlab best / transformers fp32 (tok/s)", one_best, hf, ">= 5",
             lambda r: r >= 5, one_fmt),
-        row(f"{streams_max} streams lmlab aggregate / llama.cpp 1 stream (tok/s)", many_best, llama, ">= 3",
-            lambda r: r >= 3, many_fmt),
+        # each rate against llama.cpp's rate of the same definition, as for 1 stream
+        row(f"{streams_max} streams, decode phase: lmlab aggregate / llama.cpp 1 stream (tok/s)", many_decode,
+            llama, ">= 3", lambda r: r >= 3, many_decode_fmt),
+        row(f"{streams_max} streams, prefill included: lmlab aggregate / llama.cpp 1 stream (tok/s)", many_best,
+            llama_e2e, ">= 3", lambda r: r >= 3, many_fmt),
         row(f"TTFT {LONG_PROMPT_TOKENS}-token prompt: lmlab best / llama.cpp", ttft_best, llama_ttft, "<= 1.0",
             lambda r: r <= 1.0, ttft_fmt),
     ]

@@ -18,12 +18,19 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 #if defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
 namespace {
+
+#if defined(__AVX2__)
+constexpr bool VEC = true;
+#else
+constexpr bool VEC = false;
+#endif
 
 constexpr int64_t MB = 4;      // rows of x per pass over a weight row
 // Weight rows ahead to prefetch: DRAM-bound rows streamed at 10-15 GB/s without, 14-17 with 8
@@ -234,25 +241,54 @@ inline float exp_shifted(float* s, int64_t L, float mx) {
   return sum;
 }
 
-// s[l] = q . k[l] for the L keys k[l] = k + l * ks (D values each). Four keys at a time: one
-// accumulator per key keeps four FMA chains in flight instead of waiting on one.
+// Attention reads keys and values 16 at a time as two fp32 vectors. From bf16 that takes two
+// unpacks, which leave the values in the order order16() gives (0-3, 8-11 | 4-7, 12-15) instead of
+// two widenings and two shifts; the query and the output use the same order, so dot products and
+// sums are unchanged.
+template <typename T>
+constexpr int64_t order16(int64_t j) {
+  if constexpr (std::is_same_v<T, float>) return j;
+  else return j < 4 || j >= 12 ? j : (j < 8 ? j + 4 : j - 4);
+}
+
+#if defined(__AVX2__)
+inline void load16(const float* p, __m256& a, __m256& b) { a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8); }
+inline void load16(const c10::BFloat16* p, __m256& a, __m256& b) {
+  const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), z = _mm256_setzero_si256();
+  a = _mm256_castsi256_ps(_mm256_unpacklo_epi16(z, x));
+  b = _mm256_castsi256_ps(_mm256_unpackhi_epi16(z, x));
+}
+#endif
+
+// s[l] = q . k[l] for the L keys k[l] = k + l * ks (D values each); q in order16 when D % 16 == 0.
+// Four keys at a time: one accumulator per key keeps four FMA chains in flight.
 template <typename T>
 inline void scores(const float* q, const T* k, int64_t ks, int64_t L, int64_t D, float* s) {
   int64_t l = 0;
 #if defined(__AVX2__)
-  if (D % 8 == 0) {
+  if (D % 16 == 0) {
+    __m256 x, y;
     for (; l + 4 <= L; l += 4) {
       const T* k0 = k + l * ks;
       __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-      for (int64_t d = 0; d < D; d += 8) {
-        const __m256 qv = _mm256_loadu_ps(q + d);
-        a0 = _mm256_fmadd_ps(qv, load8(k0 + d), a0);
-        a1 = _mm256_fmadd_ps(qv, load8(k0 + ks + d), a1);
-        a2 = _mm256_fmadd_ps(qv, load8(k0 + 2 * ks + d), a2);
-        a3 = _mm256_fmadd_ps(qv, load8(k0 + 3 * ks + d), a3);
+      for (int64_t d = 0; d < D; d += 16) {
+        const __m256 q0 = _mm256_loadu_ps(q + d), q1 = _mm256_loadu_ps(q + d + 8);
+        load16(k0 + d, x, y), a0 = _mm256_fmadd_ps(q1, y, _mm256_fmadd_ps(q0, x, a0));
+        load16(k0 + ks + d, x, y), a1 = _mm256_fmadd_ps(q1, y, _mm256_fmadd_ps(q0, x, a1));
+        load16(k0 + 2 * ks + d, x, y), a2 = _mm256_fmadd_ps(q1, y, _mm256_fmadd_ps(q0, x, a2));
+        load16(k0 + 3 * ks + d, x, y), a3 = _mm256_fmadd_ps(q1, y, _mm256_fmadd_ps(q0, x, a3));
       }
-      s[l] = hsum(a0); s[l + 1] = hsum(a1); s[l + 2] = hsum(a2); s[l + 3] = hsum(a3);
+      s[l] = hsum(a0), s[l + 1] = hsum(a1), s[l + 2] = hsum(a2), s[l + 3] = hsum(a3);
     }
+    for (; l < L; ++l) {
+      __m256 a = _mm256_setzero_ps();
+      for (int64_t d = 0; d < D; d += 16) {
+        load16(k + l * ks + d, x, y);
+        a = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + 8), y, _mm256_fmadd_ps(_mm256_loadu_ps(q + d), x, a));
+      }
+      s[l] = hsum(a);
+    }
+    return;
   }
 #endif
   for (; l < L; ++l) {
@@ -262,8 +298,8 @@ inline void scores(const float* q, const T* k, int64_t ks, int64_t L, int64_t D,
   }
 }
 
-// out = sum_l p[l] * v[l] over the keys with p[l] != 0, v[l] = v + l * vs (D values each). With
-// D = 64 the sums stay in eight registers.
+// out = sum_l p[l] * v[l] over the keys with p[l] != 0, v[l] = v + l * vs (D values each); out in
+// order16 when D % 16 == 0. With D = 64 the sums stay in eight registers.
 template <typename T>
 inline void weighted_values(const float* p, const T* v, int64_t vs, int64_t L, int64_t D, float* out) {
 #if defined(__AVX2__)
@@ -274,9 +310,27 @@ inline void weighted_values(const float* p, const T* v, int64_t vs, int64_t L, i
       if (p[l] == 0.f) continue;
       const __m256 w = _mm256_set1_ps(p[l]);
       const T* vl = v + l * vs;
-      for (int j = 0; j < 8; ++j) a[j] = _mm256_fmadd_ps(w, load8(vl + 8 * j), a[j]);
+      for (int j = 0; j < 4; ++j) {
+        __m256 x, y;
+        load16(vl + 16 * j, x, y);
+        a[2 * j] = _mm256_fmadd_ps(w, x, a[2 * j]), a[2 * j + 1] = _mm256_fmadd_ps(w, y, a[2 * j + 1]);
+      }
     }
     for (int j = 0; j < 8; ++j) _mm256_storeu_ps(out + 8 * j, a[j]);
+    return;
+  }
+  if (D % 16 == 0) {
+    std::fill(out, out + D, 0.f);
+    for (int64_t l = 0; l < L; ++l) {
+      if (p[l] == 0.f) continue;
+      const __m256 w = _mm256_set1_ps(p[l]);
+      for (int64_t d = 0; d < D; d += 16) {
+        __m256 x, y;
+        load16(v + l * vs + d, x, y);
+        _mm256_storeu_ps(out + d, _mm256_fmadd_ps(w, x, _mm256_loadu_ps(out + d)));
+        _mm256_storeu_ps(out + d + 8, _mm256_fmadd_ps(w, y, _mm256_loadu_ps(out + d + 8)));
+      }
+    }
     return;
   }
 #endif
@@ -302,7 +356,11 @@ void decode_attention_impl(const at::Tensor& q, const at::Tensor& k, const at::T
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t b = i / H, h = i % H, hk = h / G;
       const T* qp = Qp + b * q.stride(0) + h * q.stride(1);
-      for (int64_t d = 0; d < D; ++d) qf[d] = static_cast<float>(qp[d]) * static_cast<float>(scale);
+      const bool ordered = D % 16 == 0 && VEC;  // q and acc in order16 within each block of 16
+      for (int64_t d = 0; d < D; ++d) {
+        const int64_t src = ordered ? d - d % 16 + order16<T>(d % 16) : d;
+        qf[d] = static_cast<float>(qp[src]) * static_cast<float>(scale);
+      }
       const T* kb = Kp + b * k.stride(0) + hk * k.stride(1);
       const T* vb = Vp + b * v.stride(0) + hk * v.stride(1);
       scores(qf.data(), kb, k.stride(2), L, D, s.data());  // masked keys too: cheaper than branching
@@ -315,7 +373,7 @@ void decode_attention_impl(const at::Tensor& q, const at::Tensor& k, const at::T
       weighted_values(s.data(), vb, v.stride(2), L, D, acc.data());
       T* yp = Yp + (b * H + h) * D;
       const float inv = sum > 0.f ? 1.f / sum : 0.f;
-      for (int64_t d = 0; d < D; ++d) yp[d] = static_cast<T>(acc[d] * inv);
+      for (int64_t d = 0; d < D; ++d) yp[ordered ? d - d % 16 + order16<T>(d % 16) : d] = static_cast<T>(acc[d] * inv);
     }
   });
 }
