@@ -717,3 +717,30 @@ def test_decode_steps_through_lmlabs_attention_kernel_give_the_same_tokens(pair,
     (ours, used), (torchs, unused) = run(True), run(False)
     assert used and not unused
     assert ours == torchs
+
+
+def test_plain_greedy_steps_pick_tokens_in_one_kernel_with_the_same_tokens_and_logprobs(pair, tok):
+    # Plain greedy rows without requested logprobs take cpu_kernels.greedy_pick instead of
+    # log_softmax + argmax + gather; tokens and cumulative log-probs must not change. A row that
+    # asks for logprobs sends its step through the general path.
+    from lmlab.model import cpu_kernels
+
+    if not cpu_kernels.available():
+        pytest.skip("lmlab's kernels are not built (no C++ toolchain, or LMLAB_NO_KERNELS=1)")
+    model = pair("llama")[1]
+
+    def run(fused: bool, logprobs=None):
+        engine = Engine(model, tok)
+        assert engine.fused_greedy
+        engine.fused_greedy = fused
+        with torch.profiler.profile() as prof:
+            outs = engine.generate(PROMPTS[:4], SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True,
+                                                               logprobs=logprobs))
+        used = any(e.name == "lmlab_cpu::greedy_pick" for e in prof.events())
+        return [o.outputs[0] for o in outs], used
+
+    (ours, used), (general, unused), (_, with_logprobs) = run(True), run(False), run(True, logprobs=2)
+    assert used and not unused and not with_logprobs
+    assert [c.token_ids for c in ours] == [c.token_ids for c in general]
+    for a, b in zip(ours, general):
+        assert a.cumulative_logprob == pytest.approx(b.cumulative_logprob, abs=1e-4)

@@ -116,3 +116,15 @@ def test_decode_attention_equals_torchs_attention_on_cache_views(dtype, mask, D)
     assert y.dtype == dtype and y.shape == (B, H, 1, D)
     assert (y.float() - ref).abs().max() <= (1e-5 if dtype == torch.float32 else 1e-2)
 
+
+
+def test_greedy_pick_is_the_first_argmax_and_its_log_softmax():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 1003, generator=g) * 4  # 1003: vector blocks of 8 and a remainder
+    logits[1, [7, 900]] = 50.0  # a tie: the first index wins, as with torch.argmax
+    logits[2, 1001] = 60.0  # the largest value in the remainder
+    logits[3, ::3] = float("-inf")  # masked tokens
+    idx, lp = cpu_kernels.greedy_pick(logits)
+    assert idx.tolist() == logits.argmax(-1).tolist() and idx[1] == 7 and idx[2] == 1001
+    ref = logits.log_softmax(-1).gather(1, idx[:, None])[:, 0]
+    assert torch.allclose(lp, ref, atol=1e-5, rtol=1e-5)

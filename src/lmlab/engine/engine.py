@@ -81,11 +81,17 @@ class _Request:
         return bool(self.seqs) and all(s.out.finish_reason for s in self.seqs)
 
 
+def _plain_greedy(params: list[SamplingParams]) -> bool:
+    """Greedy rows that no processor changes: the argmax of the raw logits is the token."""
+    return all(p.greedy and p.repetition_penalty == 1 and not (p.presence_penalty or p.frequency_penalty)
+               and not p.logit_bias and not p.min_tokens for p in params)
+
+
 class Engine:
     def __init__(self, model, tokenizer, eos_token_ids: list[int] | None = None, max_batch: int = 32,
                  compile: bool = False, prefill_tokens: int = 4096):
         self.model, self.tokenizer = model, tokenizer
-        cpu_kernels.use_decode_attention(model)
+        self.fused_greedy = cpu_kernels.use_decode_attention(model)  # the same kernels pick greedy tokens
         # torch.compile fuses the decode step's many small ops (the cost that dominates a small
         # model on a CPU); it takes a minute or two once, so it is opt-in. Prefill stays eager.
         # A low realisation threshold stops inductor from recomputing a layer's norm inside every
@@ -261,10 +267,16 @@ class Engine:
     def _advance(self, seqs: list[_Sequence], logits: torch.Tensor) -> None:
         """Process logits, choose one token per sequence, apply stop rules, stream."""
         params = [s.params for s in seqs]
-        logprobs = logits.log_softmax(-1)
-        logits = self._processed(seqs, params, logits)
-        chosen = processors.sample(logits, params, [s.generator for s in seqs])
-        tokens, chosen_lps = chosen.tolist(), logprobs.gather(1, chosen[:, None])[:, 0].tolist()  # one read each
+        if self.fused_greedy and _plain_greedy(params) and all(p.logprobs is None for p in params):
+            # argmax and its log-prob in one kernel: no [B, vocab] log-softmax to write and read
+            chosen, chosen_lps = cpu_kernels.greedy_pick(logits)
+            logprobs = None
+        else:
+            logprobs = logits.log_softmax(-1)
+            logits = self._processed(seqs, params, logits)
+            chosen = processors.sample(logits, params, [s.generator for s in seqs])
+            chosen_lps = logprobs.gather(1, chosen[:, None])[:, 0]
+        tokens, chosen_lps = chosen.tolist(), chosen_lps.tolist()  # one read each
         for row, (seq, t, lp) in enumerate(zip(seqs, tokens, chosen_lps)):
             out, p = seq.out, seq.params
             out.cumulative_logprob += lp
@@ -293,9 +305,8 @@ class Engine:
                 seq.request.on_delta(Delta(seq.request.id, seq.index, t, text, top, None))
 
     def _processed(self, seqs, params, logits):
-        if all(p.greedy and p.repetition_penalty == 1 and not (p.presence_penalty or p.frequency_penalty)
-               and not p.logit_bias and not p.min_tokens for p in params):
-            return logits  # plain greedy: nothing changes the argmax
+        if _plain_greedy(params):
+            return logits
         for row, s in enumerate(seqs):
             if len(s.out.token_ids) < s.params.min_tokens and s.stop_ids:
                 logits[row, list(s.stop_ids)] = float("-inf")

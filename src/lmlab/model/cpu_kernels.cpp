@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 #if defined(__AVX2__)
@@ -378,6 +379,49 @@ void decode_attention_impl(const at::Tensor& q, const at::Tensor& k, const at::T
   });
 }
 
+// greedy_pick: for each row of logits [B, V] (fp32), the first index of its largest value and
+// that token's log-probability, -log(sum_v exp(l_v - max)): what log_softmax, argmax and a gather
+// give, in two passes over the row and without writing a [B, V] result.
+std::tuple<at::Tensor, at::Tensor> greedy_pick(const at::Tensor& logits) {
+  TORCH_CHECK(logits.dim() == 2 && logits.scalar_type() == at::kFloat, "greedy_pick: fp32 logits [B, V]");
+  auto x = logits.contiguous();
+  const int64_t B = x.size(0), V = x.size(1);
+  auto idx = at::empty({B}, x.options().dtype(at::kLong));
+  auto lp = at::empty({B}, x.options());
+  const float* X = x.data_ptr<float>();
+  int64_t* I = idx.data_ptr<int64_t>();
+  float* P = lp.data_ptr<float>();
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const float* r = X + b * V;
+      float mx = -std::numeric_limits<float>::infinity();
+      int64_t v = 0;
+#if defined(__AVX2__)
+      __m256 vm = _mm256_set1_ps(mx);
+      for (; v + 8 <= V; v += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(r + v));
+      alignas(32) float lanes[8];
+      _mm256_store_ps(lanes, vm);
+      for (float l : lanes) mx = std::max(mx, l);
+#endif
+      for (; v < V; ++v) mx = std::max(mx, r[v]);
+      int64_t first = 0;
+      while (first < V - 1 && r[first] != mx) ++first;
+      float sum = 0.f;
+      v = 0;
+#if defined(__AVX2__)
+      __m256 vs = _mm256_setzero_ps();
+      const __m256 vmx = _mm256_set1_ps(mx);
+      for (; v + 8 <= V; v += 8) vs = _mm256_add_ps(vs, exp8(_mm256_sub_ps(_mm256_loadu_ps(r + v), vmx)));
+      sum = hsum(vs);
+#endif
+      for (; v < V; ++v) sum += std::exp(r[v] - mx);
+      I[b] = first;
+      P[b] = -std::log(sum);
+    }
+  });
+  return {idx, lp};
+}
+
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                             const c10::optional<at::Tensor>& mask, double scale) {
   TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4 && q.size(2) == 1 && k.sizes() == v.sizes() &&
@@ -403,9 +447,11 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::
 TORCH_LIBRARY(lmlab_cpu, m) {
   m.def("int8_linear(Tensor x, Tensor q, Tensor scale) -> Tensor");
   m.def("decode_attention(Tensor q, Tensor k, Tensor v, Tensor? mask, float scale) -> Tensor");
+  m.def("greedy_pick(Tensor logits) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(lmlab_cpu, CPU, m) {
   m.impl("int8_linear", &int8_linear);
   m.impl("decode_attention", &decode_attention);
+  m.impl("greedy_pick", &greedy_pick);
 }

@@ -36,6 +36,8 @@ def available() -> bool:
         return False
     torch.library.register_fake("lmlab_cpu::int8_linear")(_int8_linear_shape)
     torch.library.register_fake("lmlab_cpu::decode_attention")(lambda q, k, v, mask, scale: q.new_empty(q.shape))
+    torch.library.register_fake("lmlab_cpu::greedy_pick")(
+        lambda x: (x.new_empty(x.shape[0], dtype=torch.long), x.new_empty(x.shape[0])))
     return True
 
 
@@ -53,6 +55,12 @@ def decode_attention(q, k, v, mask, scale: float) -> torch.Tensor:
     """softmax(q k^T * scale) v for one query per row: q [B, H, 1, D], k and v [B, Hkv, L, D] (H a
     multiple of Hkv), mask None or boolean [B or 1, 1, 1, L] (True: the key is seen); fp32 or bf16."""
     return torch.ops.lmlab_cpu.decode_attention(q, k, v, mask, scale)
+
+
+def greedy_pick(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For fp32 logits [B, V]: each row's argmax (the first, as torch.argmax) and its log-probability,
+    as log_softmax + argmax + gather give, without the [B, V] log-softmax."""
+    return torch.ops.lmlab_cpu.greedy_pick(logits)
 
 
 def use_decode_attention(model: torch.nn.Module) -> bool:
