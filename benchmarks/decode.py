@@ -23,7 +23,11 @@ Every configuration runs in its own fresh process (the script re-invokes itself 
 skipped with a note.
 
     python benchmarks/decode.py [--quick] [--new-tokens 128] [--threads 2] [--json results.json]
-                                [--formats fp32,int8] [--streams 1,32] [--no-compile]
+                                [--formats fp32,int8] [--streams 1,32] [--no-compile] [--repeats 3]
+
+Each speed row times `--repeats` runs (default 3) in its process, after one warm-up, and reports
+the median run (lmlab and llama.cpp by decode-phase rate, transformers by tok/s); the JSON keeps
+every run's rate.
 
 `--threads` sets the CPU threads of every system alike (torch's and llama.cpp's; default 2). On a
 machine that other jobs keep busy, 2 threads can be several times slower than 1: both systems'
@@ -48,6 +52,7 @@ PROMPT_TOKENS = 40
 LONG_PROMPT_TOKENS = 1000
 GGUF_WEIGHTS = "Q4_1"  # the bundled file's own format
 THREADS = 2  # CPU threads of every system (--threads)
+REPEATS = 3  # timed runs per configuration, the median one reported (--repeats)
 
 # Neutral expository prose for the perplexity measurement (~250 words, written for this script).
 PPL_TEXT = """\
@@ -83,6 +88,15 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def median_run(runs: list[dict], key: str) -> dict:
+    """The run with the median `key` (the lower middle for an even count), every run's value kept
+    under `key`_runs: on a shared machine one short run can land in a slow or a fast moment."""
+    runs = sorted(runs, key=lambda r: r.get(key) or 0.0)
+    mid = dict(runs[(len(runs) - 1) // 2])
+    mid[f"{key}_runs"] = [round(r.get(key) or 0.0, 2) for r in runs]
+    return mid
+
+
 def run_lmlab(weights: str, what: str, new_tokens: int, compile: bool = False) -> dict:
     import lmlab
     from lmlab.engine.bench import bench_decode
@@ -93,8 +107,12 @@ def run_lmlab(weights: str, what: str, new_tokens: int, compile: bool = False) -
     if what.startswith("ttft"):
         r = bench_decode(lm, streams=1, prompt_tokens=int(what[4:]), new_tokens=1)
         return {"ttft_s": r["ttft_s"], "peak_rss_mb": r["peak_rss_mb"], "prompt_tokens": r["prompt_tokens"]}
-    r = bench_decode(lm, streams=int(what), prompt_tokens=PROMPT_TOKENS, new_tokens=new_tokens)
-    return {k: r[k] for k in ("tok_s", "decode_tok_s", "ttft_s", "peak_rss_mb", "seconds", "warmup_s")}
+    runs = [bench_decode(lm, streams=int(what), prompt_tokens=PROMPT_TOKENS, new_tokens=new_tokens, warmup=i == 0)
+            for i in range(REPEATS)]  # the first run's warm-up compiles; later runs reuse it
+    r = median_run(runs, "decode_tok_s")
+    r["warmup_s"] = runs[0]["warmup_s"] if len(runs) == 1 else max(x["warmup_s"] for x in runs)
+    return {k: r[k] for k in ("tok_s", "decode_tok_s", "decode_tok_s_runs", "ttft_s", "peak_rss_mb", "seconds",
+                              "warmup_s")}
 
 
 def perplexity(lm) -> dict:
@@ -138,13 +156,16 @@ def run_transformers(batch: int, prompt: list[int], new_tokens: int) -> dict:
             pass
 
     gen(4)  # warm-up
-    streamer = FirstToken() if batch == 1 else None  # transformers streams batch 1 only
-    t0 = time.perf_counter()
-    out = gen(new_tokens, streamer)
-    seconds = time.perf_counter() - t0
-    generated = (out.shape[1] - ids.shape[1]) * batch
-    return {"tok_s": generated / seconds, "seconds": seconds, "peak_rss_mb": _rss_mb(),
-            "ttft_s": (streamer.first - t0) if streamer and streamer.first else None}
+    runs = []
+    for _ in range(REPEATS):
+        streamer = FirstToken() if batch == 1 else None  # transformers streams batch 1 only
+        t0 = time.perf_counter()
+        out = gen(new_tokens, streamer)
+        seconds = time.perf_counter() - t0
+        generated = (out.shape[1] - ids.shape[1]) * batch
+        runs.append({"tok_s": generated / seconds, "seconds": seconds, "peak_rss_mb": _rss_mb(),
+                     "ttft_s": (streamer.first - t0) if streamer and streamer.first else None})
+    return median_run(runs, "tok_s")
 
 
 def run_llama_cpp(what: str, prompt: list[int], new_tokens: int) -> dict:
@@ -175,12 +196,15 @@ def run_llama_cpp(what: str, prompt: list[int], new_tokens: int) -> dict:
     if what.startswith("ttft"):
         ttft, _, _ = once(1)
         return {"ttft_s": ttft, "peak_rss_mb": _rss_mb(), "prompt_tokens": len(prompt)}
-    ttft, total, count = once(new_tokens)
-    # tok_s is the decode phase (llama.cpp's own report); the ratios use tok_s_end_to_end where
-    # lmlab's figure includes the prefill
-    return {"tok_s": (count - 1) / (total - ttft) if count > 1 else None,
-            "tok_s_end_to_end": count / total, "ttft_s": ttft, "seconds": total,
-            "peak_rss_mb": _rss_mb()}
+    runs = []
+    for _ in range(REPEATS):
+        ttft, total, count = once(new_tokens)
+        # tok_s is the decode phase (llama.cpp's own report); the ratios use tok_s_end_to_end where
+        # lmlab's figure includes the prefill
+        runs.append({"tok_s": (count - 1) / (total - ttft) if count > 1 else None,
+                     "tok_s_end_to_end": count / total, "ttft_s": ttft, "seconds": total,
+                     "peak_rss_mb": _rss_mb()})
+    return median_run(runs, "tok_s")
 
 
 def _decode_rate(system: str, r: dict):
@@ -230,7 +254,8 @@ def _run_one(spec: str, new_tokens: int) -> dict:
 # ---- the parent: plan, run each configuration in a fresh process, report --------------------------
 
 def child(spec: str, new_tokens: int, stdin: str = "") -> dict:
-    cmd = [sys.executable, __file__, "--one", spec, "--new-tokens", str(new_tokens), "--threads", str(THREADS)]
+    cmd = [sys.executable, __file__, "--one", spec, "--new-tokens", str(new_tokens), "--threads", str(THREADS),
+           "--repeats", str(REPEATS)]
     p = subprocess.run(cmd, input=stdin, capture_output=True, text=True)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
     if p.returncode or not lines:
@@ -344,6 +369,7 @@ def ratios(results: dict[str, dict], streams_max: int) -> list[dict]:
 
 
 def main() -> None:
+    global THREADS, REPEATS
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: fp32+int8, streams 1 and 8, 32 new tokens")
@@ -353,11 +379,12 @@ def main() -> None:
     ap.add_argument("--formats", help=f"comma-separated lmlab weight formats (default {','.join(FORMATS)})")
     ap.add_argument("--streams", help=f"comma-separated stream counts (default {','.join(map(str, STREAMS))})")
     ap.add_argument("--no-compile", action="store_true", help="skip the lmlab+compile rows (minutes of compiling)")
+    ap.add_argument("--repeats", type=int, default=REPEATS,
+                    help=f"timed runs per speed row, in the same process; the median is reported (default {REPEATS})")
     ap.add_argument("--one", metavar="SPEC", help=argparse.SUPPRESS)  # child mode
     args = ap.parse_args()
     new_tokens = args.new_tokens or (32 if args.quick else 128)
-    global THREADS
-    THREADS = args.threads
+    THREADS, REPEATS = args.threads, max(1, args.repeats)
 
     if args.one:
         if not args.one.startswith("llama.cpp"):
@@ -425,7 +452,7 @@ def main() -> None:
                      "other_cpu_%": r.get("other_cpu_pct", "")})
     print_table(rows, title=f"decode: bundled SmolLM2-135M-Instruct, {PROMPT_TOKENS}-token chat prompt, "
                             f"{new_tokens} new tokens/stream, greedy, EOS ignored; {THREADS} threads; "
-                            "one process per row")
+                            f"one process per row, the median of {REPEATS} timed runs")
     print("tok/s: all generated tokens / wall time, prefill included (llama.cpp: tokens / time from the request).\n"
           "decode tok/s: the decode phase alone, tokens after the first / time after the first (lmlab: after "
           "the last stream's first; transformers: not measured).\n"
