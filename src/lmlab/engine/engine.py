@@ -98,9 +98,12 @@ class Engine:
         # row of the next int8 GEMV (quant.Int8Linear): 44 -> 57 tok/s for one int8 stream. The
         # model is fixed for the engine's life, so its modules need no guards (1.5 -> 0.3 ms/step).
         # The graph's Python wrapper checks every buffer's size and stride by default: ~1 ms of a
-        # 14 ms int8 step, for shapes that the graph itself produced.
+        # 14 ms int8 step, for shapes that the graph itself produced. On the CPU the wrapper is
+        # compiled too (cpp_wrapper): its ~400 Python calls per step cost another 1.3-2.8 ms of
+        # 12-13.5 ms for one int8 stream (Zen 1), for about a minute more of first compilation.
+        on_cpu = all(p.device.type == "cpu" for p in model.parameters())
         self.decode_forward = (torch.compile(model, dynamic=True, options={
-            "realize_cpu_opcount_threshold": 2, "size_asserts": False,
+            "realize_cpu_opcount_threshold": 2, "size_asserts": False, "cpp_wrapper": on_cpu,
             "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}) if compile else model)
         self.config = model.config
         self.eos = set(eos_token_ids or [])
