@@ -79,6 +79,11 @@ inline void dots_any(const int16_t* x, int64_t K, const int8_t* w, int32_t* out)
 
 #if defined(__AVX2__)
 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline float hmax(__m256 v) {
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, v);
+  return *std::max_element(lanes, lanes + 8);
+}
 inline __m256 load8(const c10::BFloat16* p) {  // bf16 is the top half of an fp32
   const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
@@ -100,9 +105,7 @@ void quantise_rows(const T* X, int64_t M, int64_t K, std::vector<int16_t>& xq, s
     const __m256 nosign = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     __m256 vmax = _mm256_setzero_ps();
     for (; k + 8 <= K; k += 8) vmax = _mm256_max_ps(vmax, _mm256_and_ps(load8(x + k), nosign));
-    alignas(32) float lanes[8];
-    _mm256_store_ps(lanes, vmax);
-    for (float v : lanes) amax = std::max(amax, v);
+    amax = hmax(vmax);
 #endif
     for (; k < K; ++k) amax = std::max(amax, std::abs(static_cast<float>(x[k])));
     sx[m] = amax > 0.f ? amax / XMAX : 1.f;
@@ -399,9 +402,7 @@ std::tuple<at::Tensor, at::Tensor> greedy_pick(const at::Tensor& logits) {
 #if defined(__AVX2__)
       __m256 vm = _mm256_set1_ps(mx);
       for (; v + 8 <= V; v += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(r + v));
-      alignas(32) float lanes[8];
-      _mm256_store_ps(lanes, vm);
-      for (float l : lanes) mx = std::max(mx, l);
+      mx = hmax(vm);
 #endif
       for (; v < V; ++v) mx = std::max(mx, r[v]);
       int64_t first = 0;
