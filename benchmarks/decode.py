@@ -7,6 +7,8 @@ On the bundled model (SmolLM2-135M-Instruct), a 40-token chat prompt, greedy, EO
 * the same with the decode step compiled (`lmlab+compile`, `lmlab.load(..., compile=True)`) for 1
   and 32 streams; the one-off compilation happens in the untimed warm-up and is reported as
   `warmup_s` (torch.compile also caches its work on disk, so a second process compiles faster);
+  The streams share one prompt, which the engine prefills once; a row per format also times as
+  many streams on distinct prompts (`NNd`: the same chat template, a different user turn each);
 * transformers `AutoModelForCausalLM.from_pretrained(folder, dtype=float32).generate` for a batch
   of 1, 8 and 32 identical prompts (tok/s = batch * new tokens / seconds, prefill included);
 * llama.cpp (`llama_cpp.Llama`, the bundled Q4_1 GGUF itself, `--threads`, default 2) for 1 stream
@@ -107,8 +109,9 @@ def run_lmlab(weights: str, what: str, new_tokens: int, compile: bool = False) -
     if what.startswith("ttft"):
         r = bench_decode(lm, streams=1, prompt_tokens=int(what[4:]), new_tokens=1)
         return {"ttft_s": r["ttft_s"], "peak_rss_mb": r["peak_rss_mb"], "prompt_tokens": r["prompt_tokens"]}
-    runs = [bench_decode(lm, streams=int(what), prompt_tokens=PROMPT_TOKENS, new_tokens=new_tokens, warmup=i == 0)
-            for i in range(REPEATS)]  # the first run's warm-up compiles; later runs reuse it
+    distinct = what.endswith("d")  # "32d": 32 streams, each on its own prompt
+    runs = [bench_decode(lm, streams=int(what.rstrip("d")), prompt_tokens=PROMPT_TOKENS, new_tokens=new_tokens,
+                         warmup=i == 0, distinct=distinct) for i in range(REPEATS)]  # the first run's warm-up compiles; later runs reuse it
     r = median_run(runs, "decode_tok_s")
     r["warmup_s"] = runs[0]["warmup_s"] if len(runs) == 1 else max(x["warmup_s"] for x in runs)
     return {k: r[k] for k in ("tok_s", "decode_tok_s", "decode_tok_s_runs", "ttft_s", "peak_rss_mb", "seconds",
@@ -313,6 +316,8 @@ def plan(quick: bool, peers: dict[str, bool], formats=None, streams=None, compil
     specs = [f"lmlab:{w}:{s}" for w in formats for s in streams]
     if compile:
         specs += [f"lmlab+compile:{w}:{s}" for w in formats for s in sorted({1, streams[-1]})]
+    if streams[-1] > 1:  # the engine prefills identical prompts once: also time distinct ones
+        specs += [f"lmlab{'+compile' if compile else ''}:{w}:{streams[-1]}d" for w in formats]
     if peers["transformers"]:
         specs += [f"transformers:fp32:{s}" for s in streams]
     if peers["llama.cpp"]:
@@ -339,6 +344,7 @@ def ratios(results: dict[str, dict], streams_max: int) -> list[dict]:
     one_best, one_fmt = best("1", "tok_s")
     one_decode, one_decode_fmt = best("1", "decode_tok_s")
     many_best, many_fmt = best(str(streams_max), "tok_s")
+    distinct_best, distinct_fmt = best(f"{streams_max}d", "tok_s")
     many_decode, many_decode_fmt = best(str(streams_max), "decode_tok_s")
     ttft_best, ttft_fmt = best(f"ttft{LONG_PROMPT_TOKENS}", "ttft_s", min)
     llama = val(f"llama.cpp:{GGUF_WEIGHTS}:1", "tok_s")
@@ -363,6 +369,8 @@ def ratios(results: dict[str, dict], streams_max: int) -> list[dict]:
             llama, ">= 3", lambda r: r >= 3, many_decode_fmt),
         row(f"{streams_max} streams, prefill included: lmlab aggregate / llama.cpp 1 stream (tok/s)", many_best,
             llama_e2e, ">= 3", lambda r: r >= 3, many_fmt),
+        row(f"{streams_max} distinct prompts, prefill included: lmlab aggregate / llama.cpp 1 stream (tok/s)",
+            distinct_best, llama_e2e, ">= 3", lambda r: r >= 3, distinct_fmt),
         row(f"TTFT {LONG_PROMPT_TOKENS}-token prompt: lmlab best / llama.cpp", ttft_best, llama_ttft, "<= 1.0",
             lambda r: r <= 1.0, ttft_fmt),
     ]
@@ -442,7 +450,8 @@ def main() -> None:
             continue
         ttft_only = what.startswith("ttft")
         rows.append({"system": system, "weights": weights,
-                     "streams": f"1 ({what[4:]}-tok prompt)" if ttft_only else what,
+                     "streams": f"1 ({what[4:]}-tok prompt)" if ttft_only
+                     else f"{what[:-1]} (distinct prompts)" if what.endswith("d") else what,
                      "tok/s": "-" if ttft_only else (r.get("tok_s_end_to_end" if system == "llama.cpp" else "tok_s")
                                                      or "error"),
                      "decode tok/s": "-" if ttft_only else _decode_rate(system, r),

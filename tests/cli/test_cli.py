@@ -107,3 +107,13 @@ def test_models_list_and_info(bundled_folder):
     info = json.loads(lmlab("models", "info", "--json").stdout)
     assert info["layers"] == 30 and info["dim"] == 576 and info["kv_heads"] == 3
     assert info["chat_template"] is True and info["parameters"].startswith("134.5")
+
+
+@pytest.mark.parametrize("distinct", [False, True], ids=["one-prompt", "distinct-prompts"])
+def test_bench_decode_prints_the_json_the_issue_names(bundled_folder, distinct):
+    r = lmlab("bench", "decode", "--streams", "3", "--prompt-tokens", "30", "--new-tokens", "4", "--json",
+              *(["--distinct-prompts"] if distinct else []))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert set(out) == {"streams", "tok_s", "ttft_s", "peak_rss_mb"}
+    assert out["streams"] == 3 and out["tok_s"] > 0 and out["ttft_s"] > 0 and out["peak_rss_mb"] > 100

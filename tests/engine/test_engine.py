@@ -238,6 +238,33 @@ def test_admitted_prompts_share_one_padded_prefill_within_the_token_budget(model
                 assert max(abs(got[t] - want[t]) for t in got) < 1e-5
 
 
+def test_identical_prompts_in_one_admission_are_prefilled_once_and_each_gets_its_alone_output(model, tok):
+    # Four requests, three of them on one prompt (as RL rollouts submit a prompt G times), with a
+    # greedy one, seeded samples and prompt log-probs among them.
+    reqs = [(PROMPTS[0], GREEDY), (PROMPTS[2], GREEDY),
+            (PROMPTS[0], SamplingParams(temperature=1.0, seed=3, n=2, max_tokens=6)),
+            (PROMPTS[0], SamplingParams(temperature=0.0, max_tokens=4, prompt_logprobs=1))]
+    engine = Engine(model, tok)
+    shapes = []
+    hook = model.embed.register_forward_pre_hook(lambda m, args: shapes.append(tuple(args[0].shape)))
+    try:
+        ids = [engine.add_request(p, sp) for p, sp in reqs]
+        engine.step()
+    finally:
+        hook.remove()
+    assert shapes[0] == (2, len(PROMPTS[0])) and shapes[-1] == (5, 1)  # two distinct prompts, 5 sequences
+    done = {}
+    while engine.has_unfinished():
+        done.update((o.request_id, o) for o in engine.step())
+    for rid, (prompt, sp) in zip(ids, reqs):
+        alone = Engine(model, tok).complete(prompt, sp)
+        assert [c.token_ids for c in done[rid].outputs] == [c.token_ids for c in alone.outputs]
+        assert done[rid].prompt_token_ids == prompt
+        if sp.prompt_logprobs:
+            assert [d and sorted(d) for d in done[rid].prompt_logprobs] == \
+                [d and sorted(d) for d in alone.prompt_logprobs]
+
+
 @pytest.mark.parametrize("name,params", [("llama", GREEDY), ("mistral_window", GREEDY), ("llama", SAMPLED)],
                          ids=["greedy", "greedy-window", "seeded"])
 def test_requests_added_between_steps_give_their_alone_tokens(pair, tok, name, params):

@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--model", "-m", default=None)
     _engine_args(bd)
     bd.add_argument("--streams", type=int, default=1, help="concurrent requests")
+    bd.add_argument("--distinct-prompts", action="store_true",
+                    help="a different prompt per stream (by default all streams share one, prefilled once)")
     bd.add_argument("--prompt-tokens", type=int, default=40)
     bd.add_argument("--new-tokens", type=int, default=128)
     bd.add_argument("--threads", type=int, default=None,
@@ -173,7 +175,7 @@ def cmd_bench_decode(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     lm = load(args.model, args.weights, compile=args.compile)
-    r = bench_decode(lm, args.streams, args.prompt_tokens, args.new_tokens)
+    r = bench_decode(lm, args.streams, args.prompt_tokens, args.new_tokens, distinct=args.distinct_prompts)
     if args.json:
         print(json.dumps({k: r[k] for k in ("streams", "tok_s", "ttft_s", "peak_rss_mb")}))
     else:

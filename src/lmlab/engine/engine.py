@@ -1,8 +1,8 @@
 """The Engine: every forward pass that produces tokens or log-probs goes through here.
 
 Continuous batching: requests wait in a queue; each `step()` admits what fits (the admitted
-prompts share one right-padded prefill pass, a request's samples share its prompt's cache by
-copy), then runs one batched decode step for every running sequence. Finished sequences leave
+prompts share one right-padded prefill pass in which identical prompts are computed once; a
+request's samples, and requests on a prompt already in the pass, get its cache by copy), then runs one batched decode step for every running sequence. Finished sequences leave
 between steps and their slot is reused, so a server can add and cancel requests at any time.
 """
 
@@ -209,40 +209,48 @@ class Engine:
         return group
 
     def _prefill(self, reqs: list[_Request]) -> None:
-        """One forward pass over the prompts, right-padded (causal attention never reaches the
-        padding, and a row's cache length ignores it); row j goes to slot first + j, a request's
-        extra samples to slots after all the rows."""
-        first, lens = len(self.running), [len(r.prompt) for r in reqs]
+        """One forward pass over the distinct prompts, right-padded (causal attention never
+        reaches the padding, and a row's cache length ignores it); distinct prompt u goes to slot
+        first + u. Every other sequence (a request's extra samples, a request whose prompt an
+        earlier one in the group has: RL rollouts, the same question asked G times) gets a copy of
+        that prompt's cache in a slot after them."""
+        first = len(self.running)
+        unique: dict[tuple[int, ...], int] = {}
+        row_of = [unique.setdefault(tuple(r.prompt), len(unique)) for r in reqs]
+        prompts = list(unique)
+        lens = [len(p) for p in prompts]
         # A prefix- or prompt-tuned model writes its key/value prefix into the cache first.
         prefix = self.model.prefix.length if getattr(self.model, "prefix", None) is not None else 0
         total = sum(r.params.samples for r in reqs)
-        self.cache.reserve(first + total, prefix + max(n + r.params.max_tokens for n, r in zip(lens, reqs)))
+        self.cache.reserve(first + total, prefix + max(len(r.prompt) + r.params.max_tokens for r in reqs))
         self.cache.active = first + total
-        ids = torch.zeros(len(reqs), max(lens), dtype=torch.long)
-        for j, r in enumerate(reqs):
-            ids[j, :lens[j]] = torch.tensor(r.prompt)
-        view = self.cache.view(first, len(reqs))
+        ids = torch.zeros(len(prompts), max(lens), dtype=torch.long)
+        for u, p in enumerate(prompts):
+            ids[u, :lens[u]] = torch.tensor(p)
+            self.cache.lengths[first + u] = prefix + lens[u]
+        view = self.cache.view(first, len(prompts))
         h = self.model.hidden_states(ids.to(self.device), cache=view)
-        last = self.model.lm_head(h[torch.arange(len(reqs)), torch.tensor(lens) - 1]).float()
-        seqs, rows, extra = [], [], first + len(reqs)
-        for j, (req, n) in enumerate(zip(reqs, lens)):
-            p = req.params
-            self.cache.lengths[first + j] = prefix + n
+        last = self.model.lm_head(h[torch.arange(len(prompts)), torch.tensor(lens) - 1]).float()
+        seqs, rows, extra, taken = [], [], first + len(prompts), set()
+        for req, u in zip(reqs, row_of):
+            p, n = req.params, lens[u]
             if p.prompt_logprobs is not None:
-                logps = self.model.lm_head(h[j, :n - 1]).float().log_softmax(-1)
+                logps = self.model.lm_head(h[u, :n - 1]).float().log_softmax(-1)
                 req.prompt_logprobs = [None] + _top_logprobs(logps, req.prompt[1:], p.prompt_logprobs)
             for i in range(p.samples):
                 gen = None
                 if p.seed is not None:
                     gen = torch.Generator(device=self.device).manual_seed(p.seed + 1_000_003 * i)
                 seq = _Sequence(req, i, gen, self.tokenizer, self.eos)
-                seq.slot = first + j if i == 0 else extra
-                if i:
-                    self.cache.copy(first + j, extra)
-                    extra += 1
+                if u not in taken:
+                    seq.slot = first + u
+                    taken.add(u)
+                else:
+                    self.cache.copy(first + u, extra)
+                    seq.slot, extra = extra, extra + 1
                 req.seqs.append(seq)
                 seqs.append(seq)
-                rows.append(j)
+                rows.append(u)
         order = sorted(range(len(seqs)), key=lambda k: seqs[k].slot)  # running[i] lives in slot i
         seqs = [seqs[k] for k in order]
         self.running += seqs
