@@ -2,8 +2,9 @@
 
 Continuous batching: requests wait in a queue; each `step()` admits what fits (the admitted
 prompts share one right-padded prefill pass in which identical prompts are computed once; a
-request's samples, and requests on a prompt already in the pass, get its cache by copy), then runs one batched decode step for every running sequence. Finished sequences leave
-between steps and their slot is reused, so a server can add and cancel requests at any time.
+request's samples, and requests on a prompt already in the pass, get its cache by copy), then
+runs one batched decode step for every running sequence. Finished sequences leave between steps
+and their slot is reused, so a server can add and cancel requests at any time.
 """
 
 from __future__ import annotations
