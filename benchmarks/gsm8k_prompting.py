@@ -80,4 +80,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    import _results
+
+    sys.exit(_results.run(main))

@@ -125,4 +125,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import _results
+
+    _results.run(main)

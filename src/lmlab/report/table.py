@@ -1,12 +1,19 @@
-"""Results as terminal tables (rich), the one way lmlab prints rows of numbers."""
+"""Results as terminal tables (rich), the one way lmlab prints rows of numbers.
+
+Every table printed in a process is also kept in `printed`, so a benchmark's `--json` can save
+exactly what it showed (benchmarks/_results.py) and RESULTS.md can be written from that.
+"""
 
 from __future__ import annotations
+
+printed: list[dict] = []
 
 
 def print_table(rows: list[dict], title: str | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    printed.append({"title": title, "rows": [dict(r) for r in rows]})
     table = Table(title=title)
     columns = list(dict.fromkeys(k for r in rows for k in r))
     for c in columns:
