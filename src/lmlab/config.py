@@ -3,6 +3,12 @@
 `load_config(TrainConfig, "recipe.yaml", ["lr=1e-4", "lora.r=8"])` reads the file, applies the
 overrides (dotted keys reach nested dataclasses) and checks every key and type, so a typo in a
 recipe fails at once instead of being ignored.
+
+`add_flags(parser, ServeConfig)` generates a command's flags from the same dataclass (`--max-queue`
+for `max_queue`; help and short names from `option(...)` metadata) plus `--config FILE` and
+`key=value` positionals, and `from_args(ServeConfig, args)` builds the config from them: the file
+first, then the flags given, then the overrides. Flags have no argparse defaults, so a value in
+the file is not overwritten by a flag left out.
 """
 
 from __future__ import annotations
@@ -39,6 +45,96 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
             raise LmlabError(f"override {item!r} must look like key=value")
         _set(data, key.strip().split("."), yaml.safe_load(text))
     return _build(cls, data, where=str(path) if path else "config")
+
+
+def option(default: Any = dataclasses.MISSING, help: str | None = None, *, flag: str | None | bool = None,
+           short: str | None = None, choices: tuple | None = None, append: bool = False,
+           factory: Any = None):
+    """A dataclass field with what `add_flags` needs: the help text, the flag (default
+    `--field-name`; False for none), a short alias, choices, and `append` for a repeatable flag
+    that builds a list."""
+    meta = {"help": help, "flag": flag, "short": short, "choices": choices, "append": append}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def add_flags(parser, cls, *, skip: tuple[str, ...] = ()) -> None:
+    """Add `--config`, one flag per field of `cls` (not in `skip`) and `key=value` overrides."""
+    import argparse
+
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="YAML config; flags, then key=value overrides apply on top")
+    hints = typing.get_type_hints(cls)
+    example = "key=value"
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if example == "key=value" and hints[f.name] is int:
+            example = f"{f.name}={f.default}"
+        if f.name in skip or meta.get("flag") is False:
+            continue
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        tp = _unoptional(hints[f.name])
+        names = [meta.get("flag") or "--" + f.name.replace("_", "-")]
+        kw: dict = {"dest": f.name, "default": argparse.SUPPRESS}
+        help_ = meta.get("help") or ""
+        if tp is bool:
+            if default is True and not meta.get("flag"):
+                names = ["--no-" + f.name.replace("_", "-")]
+            kw.update(action="store_const", const=not default)
+        else:
+            origin, args = typing.get_origin(tp), typing.get_args(tp)
+            if origin in (list, tuple):
+                item = args[0] if args else str
+                if meta.get("append"):
+                    kw.update(action="append", type=_flag_type(item), metavar=f.name.upper().rstrip("S"))
+                else:
+                    kw.update(type=_list_type(item), metavar="A,B")
+            elif origin is typing.Literal:
+                kw.update(choices=args)
+            else:
+                kw.update(type=_flag_type(tp), metavar={int: "N", float: "X"}.get(tp, f.name.upper()))
+            if meta.get("choices"):
+                kw["choices"] = meta["choices"]
+                kw.pop("metavar", None)
+            if default is not None and default != []:
+                shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+                help_ = f"{help_} (default: {shown})" if help_ else f"default: {shown}"
+        if meta.get("short"):
+            names.insert(0, meta["short"])
+        parser.add_argument(*names, help=help_ or None, **kw)
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help=f"any config key, e.g. {example}")
+
+
+def from_args(cls: type[T], args, **values: Any) -> T:
+    """The config that `add_flags` flags describe: --config file, then given flags (and `values`),
+    then key=value overrides."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    given = {k: v for k, v in vars(args).items() if k in names}
+    return load_config(cls, getattr(args, "config", None), getattr(args, "overrides", None), **{**values, **given})
+
+
+def _unoptional(tp):
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        rest = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(rest) == 1:
+            return rest[0]
+    return tp
+
+
+def _flag_type(tp):
+    return tp if tp in (int, float) else str
+
+
+def _list_type(item):
+    def parse(text: str) -> list:
+        import argparse
+
+        try:
+            return [_flag_type(item)(x.strip()) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {item.__name__} values, got {text!r}") from None
+    return parse
 
 
 def to_dict(obj) -> dict:

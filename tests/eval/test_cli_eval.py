@@ -53,3 +53,20 @@ def test_bad_data_is_one_line_naming_file_and_line_before_loading_a_model(tmp_pa
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("lmlab: error:"), r.stderr
     assert f"{data}:2: label 7 out of range for 3 choices" in lines[0]
+
+
+def test_config_file_and_overrides_with_the_resolved_config_written_beside_the_results(bundled_folder, tmp_path):
+    data = tmp_path / "hs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    out = tmp_path / "out"
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text(f"model: {bundled_folder}\ntasks: [hellaswag]\ndata: {data}\nlimit: 3\noutput: {out}\n")
+    r = lmlab("eval", "--config", str(cfg), "--limit", "2", "fewshot=1", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((out / "results.json").read_text())
+    assert report["results"]["hellaswag"]["n"] == 2 and report["config"]["fewshot"] == 1
+    import yaml
+
+    written = yaml.safe_load((out / "config.yaml").read_text())
+    assert written["limit"] == 2 and written["fewshot"] == 1 and written["tasks"] == ["hellaswag"]
+    assert written["progress"] is False and written["model"] == str(bundled_folder)

@@ -24,8 +24,9 @@ def _sampling_args(p: argparse.ArgumentParser, temperature: float = 0.7) -> None
 
 
 def _engine_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", default="fp32", choices=["fp32", "bf16", "int8", "w8a8", "int4"],
-                   help="inference weight format (default fp32)")
+    from lmlab.model.formats import DEFAULT, FORMATS
+
+    p.add_argument("--weights", default=DEFAULT, choices=FORMATS, help=f"inference weight format (default {DEFAULT})")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the decode step: faster, after a one-off compilation")
 
@@ -94,24 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     mc.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                     help="storage dtype of the written safetensors")
     mc.set_defaults(func=cmd_models_convert)
+    from lmlab.config import add_flags
+    from lmlab.serve.config import ServeConfig
+
     s = sub.add_parser("serve", parents=[common],
-                       help="OpenAI-compatible HTTP server and web chat (needs fastapi, uvicorn)")
-    s.add_argument("--model", "-m", default=None,
-                   help="bundled name (default smollm2), HF folder, .gguf file or hub id org/name")
-    _engine_args(s)
-    s.add_argument("--engine", default="lmlab", choices=["lmlab", "vllm"],
-                   help="lmlab (default) or vllm (vLLM's engine on a CUDA GPU: pip install vllm)")
-    s.add_argument("--host", default="127.0.0.1", help="bind address (non-loopback needs --api-key)")
-    s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (env LMLAB_API_KEY)")
-    s.add_argument("--max-concurrency", type=int, default=32, help="sequences decoded together")
-    s.add_argument("--max-queue", type=int, default=256, help="requests in flight before 429")
-    s.add_argument("--max-prompt-tokens", type=int, default=None, help="default: the model's context - 1")
-    s.add_argument("--max-tokens-limit", type=int, default=2048, help="largest max_tokens a request may ask")
-    s.add_argument("--max-body-bytes", type=int, default=1 << 20)
-    s.add_argument("--served-model-name", default=None, help="the model id clients send (default: smollm2 "
-                   "or the --model name)")
-    s.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+                       help="OpenAI-compatible HTTP server and web chat (needs fastapi, uvicorn)",
+                       description="Flags, a --config YAML file and key=value overrides all set ServeConfig's "
+                                   "fields (lmlab/serve/config.py).")
+    add_flags(s, ServeConfig)
     s.set_defaults(func=cmd_serve)
 
     # Later stages own their CLI modules; each adds its subcommands to the same parser.
@@ -186,16 +177,18 @@ def cmd_bench_decode(args) -> int:
 def cmd_serve(args) -> int:
     import os
 
+    from lmlab.config import from_args
     from lmlab.errors import LmlabError
+    from lmlab.serve.config import ServeConfig
 
+    cfg = from_args(ServeConfig, args)
+    if not cfg.api_key and os.environ.get("LMLAB_API_KEY"):
+        cfg.api_key = os.environ["LMLAB_API_KEY"]
     try:
-        from lmlab.serve import serve
+        from lmlab.serve.app import serve
     except ImportError as e:
         raise LmlabError(f"lmlab serve needs fastapi and uvicorn ({e}): pip install fastapi uvicorn") from None
-    serve(args.model, args.weights, args.host, args.port, args.api_key or os.environ.get("LMLAB_API_KEY"),
-          args.max_concurrency, args.max_queue, args.compile, args.served_model_name, args.log_level,
-          args.engine, max_prompt_tokens=args.max_prompt_tokens, max_tokens_limit=args.max_tokens_limit,
-          max_body_bytes=args.max_body_bytes)
+    serve(cfg)
     return 0
 
 

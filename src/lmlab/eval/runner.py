@@ -3,7 +3,8 @@
 First every task's data is loaded, checked and rendered (bad input fails here, naming the file
 and the line, before a model is even loaded: `lm` may be a function that loads it). Then each
 task runs by type, is summarised with standard errors, and DIR/results.json and
-DIR/samples_<task>.jsonl are written.
+DIR/samples_<task>.jsonl are written. `run(EvalConfig)` is the same from a typed config (what
+`lmlab eval` calls), and writes the resolved config as DIR/config.yaml beside them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from lmlab.errors import LmlabError
 from lmlab.eval import generative, multiple_choice, perplexity, results
+from lmlab.eval.config import EvalConfig
 from lmlab.eval.data import Record, load_records
 from lmlab.eval.prompting import PromptOptions, Prompter
 from lmlab.eval.tasks import Item, Task, get_task, make_items, with_prompt
@@ -70,6 +72,31 @@ def evaluate(lm, tasks: str | Task | list[str | Task], *, data: str | None = Non
             all_samples[p.task.name] = samples
     if output_dir is not None:
         results.write(output_dir, report, all_samples)
+    return report
+
+
+def run(config: EvalConfig, lm=None) -> dict:
+    """Evaluate as `config` says; `lm` (an LM or a function returning one) defaults to loading
+    `config.model` in `config.weights` once every task's data is checked."""
+    if not config.tasks:
+        raise LmlabError("no task: give --task NAME (or `tasks:` in the config file)")
+    if lm is None:
+        def lm():
+            from lmlab.lm import load
+
+            return load(config.model, config.weights)
+    report = evaluate(
+        lm, list(config.tasks), data=config.data, split=config.split, limit=config.limit, fewshot=config.fewshot,
+        seed=config.seed, chat_template=config.chat_template, cot=config.cot, zero_shot_cot=config.zero_shot_cot,
+        self_consistency=config.self_consistency, temperature=config.temperature,
+        max_new_tokens=config.max_new_tokens, fmt=config.format, prompt_template=config.prompt_template,
+        max_length=config.max_length, code_samples=config.samples, ks=tuple(config.k), output_dir=config.output,
+        progress=config.progress, model_name=config.model or "smollm2")
+    if config.output is not None:
+        from lmlab.config import save_config
+
+        Path(config.output).mkdir(parents=True, exist_ok=True)
+        save_config(config, Path(config.output) / "config.yaml")
     return report
 
 

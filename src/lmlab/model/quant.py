@@ -28,8 +28,8 @@ from torch import nn
 
 from lmlab.errors import LmlabError
 from lmlab.model import cpu_kernels
+from lmlab.model.formats import FORMATS
 
-FORMATS = ("fp32", "bf16", "int8", "w8a8", "int4")
 # Rows from which dequantising to fp32 beats the fused kernel (measured, 2 AVX-512 cores: at 128
 # rows int8 4.4 ms vs 2.4, at 1280 rows int8 45 / int4 41 ms vs 17; int4 unpacking costs more).
 DEQUANT_ROWS = {"int8": 64, "int4": 256}

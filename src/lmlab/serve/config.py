@@ -1,0 +1,57 @@
+"""`ServeConfig`: every setting of `lmlab serve`, typed, from YAML, flags or `key=value`.
+
+The CLI's flags are generated from these fields (`lmlab.config.add_flags`), so a setting is
+named, typed and documented here once: `lmlab serve --max-queue 64`, `lmlab serve --config
+serve.yaml` and `lmlab serve max_queue=64` all reach `max_queue`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+from lmlab.config import option
+from lmlab.model.formats import DEFAULT as DEFAULT_WEIGHTS, FORMATS as WEIGHT_FORMATS
+
+# Sequences decoded together by default: the engine's batch, and the n/best_of ceiling.
+DEFAULT_MAX_CONCURRENCY = 32
+
+
+@dataclass
+class ServeConfig:
+    # the model and its engine
+    model: Optional[str] = option(None, "bundled name (default smollm2), HF folder, .gguf file or hub id org/name",
+                                  short="-m")
+    weights: str = option(DEFAULT_WEIGHTS, "inference weight format", choices=WEIGHT_FORMATS)
+    compile: bool = option(False, "torch.compile the decode step: faster, after a one-off compilation")
+    engine: Literal["lmlab", "vllm"] = option(
+        "lmlab", "lmlab, or vllm (vLLM's engine on a CUDA GPU: pip install vllm)")
+    served_model_name: Optional[str] = option(None, "the model id clients send (default: smollm2 or the --model name)")
+    # the socket
+    host: str = option("127.0.0.1", "bind address (non-loopback needs --api-key)")
+    port: int = option(8000, "TCP port")
+    api_key: Optional[str] = option(None, "require 'Authorization: Bearer KEY' (env LMLAB_API_KEY)")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = option("warning", "uvicorn's log level")
+    # limits
+    max_concurrency: int = option(DEFAULT_MAX_CONCURRENCY, "sequences decoded together (the engine's batch)")
+    max_queue: int = option(256, "requests admitted (running + waiting) before 429")
+    max_prompt_tokens: Optional[int] = option(None, "longest prompt in tokens (default: the model's context - 1)")
+    max_tokens_limit: int = option(2048, "largest max_tokens a request may ask for")
+    default_max_tokens: int = option(512, "chat's max_tokens when the request gives none")
+    max_body_bytes: int = option(1 << 20, "largest request body (413 beyond)")
+    max_embedding_batch: int = option(64, "inputs per /v1/embeddings request")
+
+    @property
+    def model_name(self) -> str:
+        """The id clients send as `model`."""
+        return self.served_model_name or (Path(self.model).stem if self.model else "smollm2")
+
+    def redacted(self) -> dict:
+        """The resolved config as logged at start-up (the key itself never reaches a log)."""
+        from lmlab.config import to_dict
+
+        d = to_dict(self)
+        if d["api_key"]:
+            d["api_key"] = "***"
+        return d
