@@ -32,7 +32,7 @@ class Completion:
     token_ids: list[int] = field(default_factory=list)
     cumulative_logprob: float = 0.0
     logprobs: list[dict[int, float]] | None = None  # per token: {id: logprob}, chosen id included
-    finish_reason: str | None = None  # "stop" | "length" | "abort"
+    finish_reason: str | None = None  # "stop" | "length" | "abort" | "error" (see RequestOutput.error)
     stop_reason: str | int | None = None  # the stop string or stop token that ended it
 
 
@@ -43,6 +43,7 @@ class RequestOutput:
     outputs: list[Completion]
     prompt_logprobs: list[dict[int, float] | None] | None = None
     finished: bool = False
+    error: str | None = None  # why this request failed alone (its other rows of the step went on)
 
 
 @dataclass
@@ -76,6 +77,7 @@ class _Request:
         self.seqs: list[_Sequence] = []
         self.prompt_logprobs = None
         self.aborted = False
+        self.error: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -285,12 +287,15 @@ class Engine:
             logprobs = None
         else:
             logprobs = logits.log_softmax(-1)
-            logits = self._processed(seqs, params, logits)
-            chosen = processors.sample(logits, params, [s.generator for s in seqs])
+            chosen, failed = self._choose(seqs, params, logits)
             chosen_lps = logprobs.gather(1, chosen[:, None])[:, 0]
+            for row, why in failed.items():
+                self._fail(seqs[row], why)
         tokens, chosen_lps = chosen.tolist(), chosen_lps.tolist()  # one read each
         for row, (seq, t, lp) in enumerate(zip(seqs, tokens, chosen_lps)):
             out, p = seq.out, seq.params
+            if out.finish_reason:  # failed in _choose
+                continue
             out.cumulative_logprob += lp
             if t in seq.stop_ids:
                 text = seq.stop.flush()  # text held back for a stop string that can no longer complete
@@ -315,6 +320,36 @@ class Engine:
                 self._finish(seq, reason, stopped, t, top, text)
             elif seq.request.on_delta is not None:
                 seq.request.on_delta(Delta(seq.request.id, seq.index, t, text, top, None))
+
+    def _choose(self, seqs, params, logits) -> tuple[torch.Tensor, dict[int, str]]:
+        """Processed and sampled tokens for the batch, and {row: why} for rows that failed.
+        One row's values must not fail the others: if the batched chain raises, each row is
+        run alone and only the rows that fail again are dropped."""
+        raw = logits.clone()  # processors write in place; a retry starts from the model's logits
+        try:
+            out = self._processed(seqs, params, logits)
+            bad = processors.unusable(out).tolist()
+            if not any(bad):
+                return processors.sample(out, params, [s.generator for s in seqs]), {}
+        except Exception:  # noqa: BLE001 - isolated row by row below
+            pass
+        chosen, failed = raw.argmax(-1), {}
+        for row, (s, p) in enumerate(zip(seqs, params)):
+            try:
+                one = self._processed([s], [p], raw[row:row + 1].clone())
+                if processors.unusable(one)[0]:
+                    raise LmlabError("no token can be sampled: the sampling values leave no finite "
+                                     "probability (NaN or all masked)")
+                chosen[row] = processors.sample(one, [p], [s.generator])[0]
+            except Exception as e:  # noqa: BLE001 - this request fails alone
+                failed[row] = f"{type(e).__name__}: {e}" if not isinstance(e, LmlabError) else str(e)
+        return chosen, failed
+
+    def _fail(self, seq: _Sequence, why: str) -> None:
+        seq.request.error = seq.request.error or why
+        for other in seq.request.seqs:  # a request fails as a whole, all its samples
+            if not other.out.finish_reason:
+                self._finish(other, "error", None, None, None)
 
     def _processed(self, seqs, params, logits):
         if _plain_greedy(params):
@@ -371,7 +406,7 @@ class Engine:
             outs = sorted(outs, key=key, reverse=True)[:p.n]
             for i, c in enumerate(outs):
                 c.index = i
-        return RequestOutput(req.id, req.prompt, outs, req.prompt_logprobs, finished=True)
+        return RequestOutput(req.id, req.prompt, outs, req.prompt_logprobs, finished=True, error=req.error)
 
 
 def _top_logprobs(logprobs: torch.Tensor, chosen: list[int], k: int) -> list[dict[int, float]]:

@@ -8,6 +8,8 @@ Processors apply in this order to the model's logits for each sequence:
   5. temperature (0 = greedy: the argmax of the logits after steps 1-4)
   6. top_k, 7. top_p, 8. min_p, 9. typical_p
   10. sample (one torch.Generator per sequence when `seed` is set)
+A row whose processed logits are not usable (NaN, +inf, or nothing left to sample) fails its own
+request with finish_reason "error"; the other rows of the step go on (engine._choose).
 Reported log-probs are the model's own (log-softmax of the raw logits), as vLLM reports them.
 """
 
@@ -16,6 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lmlab.errors import LmlabError
+
+MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-2, 1e2  # vLLM's smallest temperature; 0 means greedy
+MIN_PENALTY, MAX_PENALTY = 1e-2, 1e2
 
 
 @dataclass
@@ -47,12 +52,17 @@ class SamplingParams:
         if self.top_k == -1:
             self.top_k = 0
         _check(self.max_tokens >= 1, f"max_tokens must be >= 1, got {self.max_tokens}")
+        # Bounds keep float32 finite: logits / 1e-45 overflow to inf and softmax gives NaN.
         _check(self.temperature >= 0, f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        _check(self.temperature == 0 or MIN_TEMPERATURE <= self.temperature <= MAX_TEMPERATURE,
+               f"temperature must be 0 (greedy) or in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE}], got {self.temperature}")
         _check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
         _check(self.top_k >= 0, f"top_k must be >= 1, or 0 / -1 for off, got {self.top_k}")
         _check(0 <= self.min_p <= 1, f"min_p must be in [0, 1], got {self.min_p}")
         _check(0 < self.typical_p <= 1, f"typical_p must be in (0, 1], got {self.typical_p}")
         _check(self.repetition_penalty > 0, f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        _check(MIN_PENALTY <= self.repetition_penalty <= MAX_PENALTY,
+               f"repetition_penalty must be in [{MIN_PENALTY}, {MAX_PENALTY}], got {self.repetition_penalty}")
         _check(-2 <= self.presence_penalty <= 2, f"presence_penalty must be in [-2, 2], got {self.presence_penalty}")
         _check(-2 <= self.frequency_penalty <= 2,
                f"frequency_penalty must be in [-2, 2], got {self.frequency_penalty}")
@@ -72,6 +82,8 @@ class SamplingParams:
                f"logit_bias must be a dict {{token id: bias}}, got {self.logit_bias!r}")
         self.stop, self.stop_token_ids = list(self.stop), list(self.stop_token_ids)
         self.logit_bias = {int(k): float(v) for k, v in self.logit_bias.items()}
+        _check(all(-100 <= v <= 100 or v == float("-inf") for v in self.logit_bias.values()),
+               f"logit_bias values must be in [-100, 100] (OpenAI's range) or -inf (a ban), got {self.logit_bias!r}")
 
     @property
     def greedy(self) -> bool:

@@ -52,6 +52,7 @@ def warp(logits: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:
         # Drop a token once the mass of the tokens before it already reaches top_p.
         # Rows with top_p = 1 are left alone: float32 sums can reach 1.0 before the tail.
         drop = ((probs.cumsum(-1) - probs) >= top_p[:, None]) & (top_p[:, None] < 1)
+        drop[:, 0] = False  # the most likely token always stays, however small top_p is
         logits = logits.masked_fill(drop.scatter(-1, order, drop), NEG_INF)
     if any(p.min_p > 0 for p in params):
         min_p = torch.tensor([p.min_p for p in params], device=dev)
@@ -75,6 +76,11 @@ def _typical(logits: torch.Tensor, mass: torch.Tensor) -> torch.Tensor:
     drop = sorted_shift > sorted_shift.gather(-1, last)
     drop = drop & (mass[:, None] < 1)
     return logits.masked_fill(drop.scatter(-1, order, drop), NEG_INF)
+
+
+def unusable(logits: torch.Tensor) -> torch.Tensor:
+    """[B] bool: rows that cannot be sampled (a NaN or +inf, or every token masked)."""
+    return logits.isnan().any(-1) | (logits == float("inf")).any(-1) | (logits == NEG_INF).all(-1)
 
 
 def sample(logits: torch.Tensor, params: list[SamplingParams],
