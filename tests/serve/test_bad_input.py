@@ -92,6 +92,44 @@ def metric(server, name: str) -> float:
     raise KeyError(name)
 
 
+HOSTILE = [dict(temperature=1e-45), dict(temperature=1e-300), dict(top_p=1e-300), dict(repetition_penalty=1e-300),
+           dict(repetition_penalty=1e30), dict(logit_bias={"5": 1e39})]
+
+
+def test_hostile_sampling_values_never_hurt_requests_in_flight(server):
+    """Values that underflow or overflow float32 in the processor chain: each hostile request is
+    a 400 or a normal answer, and streams already answering all end with a finish_reason."""
+    import concurrent.futures as cf
+
+    def good(i):
+        body = {**OK_CHAT, "max_tokens": 24, "temperature": 0.8, "seed": i, "stream": True, "ignore_eos": True}
+        finish, done = None, False
+        with httpx.stream("POST", server.url + CHAT, json=body, timeout=120) as r:
+            assert r.status_code == 200
+            for line in r.iter_lines():
+                if line == "data: [DONE]":
+                    done = True
+                elif line.startswith("data: "):
+                    chunk = json.loads(line[6:])
+                    assert "error" not in chunk, chunk
+                    finish = chunk["choices"][0].get("finish_reason") or finish if chunk["choices"] else finish
+        return finish, done
+
+    def hostile(values):
+        r = httpx.post(server.url + CHAT, json={**OK_CHAT, "max_tokens": 8, **values}, timeout=120)
+        assert r.status_code in (200, 400), r.text
+        if r.status_code == 400:
+            error_of(r, 400)
+        return r.status_code
+
+    with cf.ThreadPoolExecutor(12) as pool:
+        streams = [pool.submit(good, i) for i in range(6)]
+        time.sleep(0.5)  # the good streams are answering before the hostile requests arrive
+        codes = list(pool.map(hostile, HOSTILE))
+        assert all(f.result() == ("length", True) for f in streams)
+    assert codes[2] == 200 and codes.count(400) == 5  # a tiny top_p is valid: the top token stays
+
+
 def test_disconnect_mid_stream_frees_the_slot(server):
     before = metric(server, "lmlab_client_disconnects_total")
     body = {**OK_CHAT, "max_tokens": 2000, "temperature": 1.0, "ignore_eos": True, "stream": True}

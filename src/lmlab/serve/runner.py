@@ -130,7 +130,9 @@ class EngineRunner:
             rid, prompt, params, stream = self._held.popleft()
             free -= params.samples
             admitted += 1
-            on_delta = (lambda d: self._send(d.request_id, ("delta", d))) if stream else None
+            # a row that failed alone ends with its error item, not with an "error" delta
+            on_delta = (lambda d: d.finish_reason != "error" and self._send(d.request_id, ("delta", d))
+                        ) if stream else None
             try:
                 self.engine.add_request(prompt, params, rid, on_delta=on_delta)
             except LmlabError as e:
@@ -171,5 +173,6 @@ class EngineRunner:
             self.steps += 1
             self.running, self.waiting = len(self.engine.running), len(self.engine.waiting) + len(self._held)
             for out in outputs:
-                self._send(out.request_id, ("done", out))
+                # a request whose own values broke its row failed alone; the others go on
+                self._send(out.request_id, ("error", LmlabError(out.error)) if out.error else ("done", out))
                 self._sinks.pop(out.request_id, None)
