@@ -128,3 +128,13 @@ def test_greedy_pick_is_the_first_argmax_and_its_log_softmax():
     assert idx.tolist() == logits.argmax(-1).tolist() and idx[1] == 7 and idx[2] == 1001
     ref = logits.log_softmax(-1).gather(1, idx[:, None])[:, 0]
     assert torch.allclose(lp, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_a_build_is_announced_only_when_the_kernels_are_not_yet_built():
+    from lmlab.model import cpu_kernels
+
+    if not cpu_kernels.available():
+        pytest.skip("kernels unavailable here")
+    name = f"lmlab_cpu_kernels_{torch.backends.cpu.get_cpu_capability().lower()}"
+    assert cpu_kernels._built(name)  # the line is not printed again once built
+    assert not cpu_kernels._built("lmlab_cpu_kernels_never_built")

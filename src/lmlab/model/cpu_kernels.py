@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -28,6 +29,9 @@ def available() -> bool:
         # one build per instruction set: a cache shared by different CPUs must not hand an AVX-512
         # build to an AVX2 one
         name = f"lmlab_cpu_kernels_{torch.backends.cpu.get_cpu_capability().lower()}"
+        if not _built(name):  # the one silent wait a fresh machine has: say so before it starts
+            print("lmlab: building the CPU kernels once for this machine (about 20 s; cached after)",
+                  file=sys.stderr, flush=True)
         load(name=name, sources=[str(SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"],
              is_python_module=False, verbose=False)
     except Exception as e:  # no compiler, no ninja, a failed build: torch's kernels still work
@@ -39,6 +43,12 @@ def available() -> bool:
     torch.library.register_fake("lmlab_cpu::greedy_pick")(
         lambda x: (x.new_empty(x.shape[0], dtype=torch.long), x.new_empty(x.shape[0])))
     return True
+
+
+def _built(name: str) -> bool:
+    from torch.utils.cpp_extension import _get_build_directory
+
+    return (Path(_get_build_directory(name, verbose=False)) / f"{name}.so").exists()
 
 
 def _int8_linear_shape(x, q, scale):
