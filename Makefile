@@ -27,7 +27,8 @@ run: $(VENV)/.installed
 	$(VENV)/bin/lmlab generate "Write a haiku about a CPU." --temperature 0.7 --seed 1 --max-new-tokens 64
 	$(VENV)/bin/lmlab generate "Explain in two sentences why the sky is blue." --temperature 0 --max-new-tokens 96
 	# A short LoRA SFT on the project's own instruction data: held-out task clusters before/after.
-	$(VENV)/bin/lmlab train sft --config recipes/sft_lora.yaml
+	$(VENV)/bin/lmlab train sft --config recipes/quickstart.yaml
+	@cat recipes/next_steps.txt
 
 test: $(VENV)/.installed
 	$(VENV)/bin/pytest -q
