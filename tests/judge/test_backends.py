@@ -141,7 +141,7 @@ def test_local_backend_batches_and_scores_options_exactly(bundled_lm, tmp_path):
     one = b.complete(conv, max_tokens=8)
     both = LocalBackend(bundled_lm, cache=None, progress=False).complete(conv * 3, max_tokens=8)
     assert both == one * 3  # batched greedy decoding gives the one-at-a-time text
-    lps = b.option_logprobs(conv, ["7", "10"])[0]
+    lps = b.option_logprobs(conv, ["7", "10"])[0]  # "7" is no prefix of "10": both are whole-string log-probs
     ids = bundled_lm.prompt_ids(conv[0])
     with torch.no_grad():
         logits = bundled_lm.model(torch.tensor([ids + bundled_lm.tokenizer.encode("10", add_special_tokens=False)]))

@@ -215,8 +215,19 @@ class LocalBackend(Backend):
         out: list[dict] = [{} for _ in items]
         for (j, o), s in zip(where, scores):
             out[j][o] = s.logprob
-        for j, v in enumerate(out):
-            done(j, v)
+        for j, it in enumerate(items):
+            done(j, _exclusive(out[j], {o: tok.encode(o, add_special_tokens=False) for o in it["options"]}))
+
+
+def _exclusive(logprobs: dict[str, float], tokens: dict[str, list[int]]) -> dict[str, float]:
+    """P(answer is exactly o) when o's tokens begin another option's ("1" and "10" as "1","0"):
+    P("1") counts every answer starting with "1", so the longer options' mass is taken off."""
+    out = {}
+    for o, lp in logprobs.items():
+        p = math.exp(lp) - sum(math.exp(logprobs[q]) for q, t in tokens.items()
+                               if len(t) > len(tokens[o]) and t[:len(tokens[o])] == tokens[o])
+        out[o] = math.log(p) if p > 1e-30 else -math.inf
+    return out
 
 
 class EndpointBackend(Backend):
