@@ -112,8 +112,9 @@ def win_rates(rows: list[dict]) -> dict:
     """win_rate, standard_error, length_controlled_winrate, n_total (+ n_wins, n_draws, n_wins_base)."""
     y, d = _prefs(rows)
     n = len(y)
-    if n == 0:
-        raise LmlabError("no annotated pairs (every preference is missing)")
+    if n == 0:  # nothing judged (every verdict failed to parse, or none annotated): no figures
+        return {"win_rate": None, "standard_error": None, "length_controlled_winrate": None, "n_total": 0,
+                "n_wins": 0, "n_wins_base": 0, "n_draws": 0, "avg_length": None}
     gens = sorted({str(r["generator_2"]) for r in rows})
     same = {str(r["generator_1"]) for r in rows} == set(gens)
     theta = 0.0 if same else lc_glm(y, d)[0]
