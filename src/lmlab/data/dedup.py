@@ -95,8 +95,11 @@ _MIX = np.array([0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0xD
 def shingles(text: str, n: int) -> np.ndarray:
     """uint64 hashes of the word n-grams of the simplified text (one shingle if it is shorter)."""
     wh = _hash_words(simplify(text))
-    if len(wh) == 0:
-        return wh
+    return np.unique(_combine(wh, n)) if len(wh) else wh
+
+
+def _combine(wh: np.ndarray, n: int) -> np.ndarray:
+    """Hashes of the n-grams of a sequence of word hashes (one, of all, if it is shorter)."""
     if len(wh) < n:
         n = len(wh)
     m = len(wh) - n + 1
@@ -105,7 +108,7 @@ def shingles(text: str, n: int) -> np.ndarray:
         for k in range(n):  # position-dependent multipliers keep "a b" and "b a" apart
             h ^= wh[k:k + m] * _MIX[k % len(_MIX)]
             h = (h << np.uint64(13)) | (h >> np.uint64(51))
-    return np.unique(h)
+    return h
 
 
 class MinHasher:

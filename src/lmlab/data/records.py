@@ -164,7 +164,7 @@ def write_jsonl(path: Path, records, *, keep_private: tuple[str, ...] = ()) -> i
             out = public(r)
             for k in keep_private:
                 if k in r:
-                    out[k.lstrip("_")] = r[k]
+                    out[k] = r[k]
             line = json.dumps(out, ensure_ascii=False) + "\n"
             size += len(line.encode("utf-8"))
             f.write(line)
