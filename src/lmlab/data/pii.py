@@ -2,8 +2,8 @@
 
 Kinds and placeholders: e-mail addresses <EMAIL>, phone numbers <PHONE> (international
 "+CC ..." numbers, North American and Korean formats such as 010-1234-5678 and 02-123-4567),
-IPv4 and IPv6 addresses <IP_ADDRESS>, card numbers <CREDIT_CARD> (13-19 digits that pass the
-Luhn check, so order numbers are left alone), Korean resident registration numbers <KR_RRN>
+IPv4 and IPv6 addresses <IP_ADDRESS>, card numbers <CREDIT_CARD> (13-19 digits with an issuer
+prefix that pass the Luhn check, so order numbers and lists of years are left alone), Korean resident registration numbers <KR_RRN>
 (YYMMDD-GNNNNNN with a valid date and gender digit), and secrets <SECRET>: API keys of known
 shapes (AWS, GitHub, OpenAI, Slack, Google, Stripe, JWTs, private-key blocks) and values assigned
 to key/token/password/secret names. Public and reserved IP addresses are not told apart: an IP
@@ -66,9 +66,15 @@ def luhn(digits: str) -> bool:
     return total % 10 == 0
 
 
+# Issuer prefixes (Visa, Mastercard, Amex, Discover, JCB, Diners, UnionPay): without them a list
+# of years ("1896 1897 1898 1899") passes Luhn one time in ten.
+ISSUER = re.compile(r"^(?:4|5[1-5]|2(?:2[2-9]|[3-6]\d|7[01]|720)|3[47]|6(?:011|5|4[4-9]|2)|35|3(?:0[0-5]|[68]))")
+
+
 def _card(m: re.Match) -> str:
     digits = re.sub(r"[ -]", "", m.group())
-    return "<CREDIT_CARD>" if 13 <= len(digits) <= 19 and luhn(digits) else m.group()
+    ok = 13 <= len(digits) <= 19 and ISSUER.match(digits) and luhn(digits)
+    return "<CREDIT_CARD>" if ok else m.group()
 
 
 def redact(text: str, kinds=KINDS) -> tuple[str, dict[str, int]]:

@@ -102,19 +102,19 @@ def _check(row, where: str, text_field: str, skip: bool, stats: ReadStats) -> di
 
 def _jsonl(path: Path, text_field: str, skip: bool, stats: ReadStats) -> Iterator[dict]:
     try:
-        f = open(path, encoding="utf-8")
+        f = open(path, "rb")  # decoded line by line, so a bad byte is reported at its line
     except OSError as e:
         raise LmlabError(f"{path}: cannot read ({e.strerror})") from None
     with f:
-        n = 0
-        while True:
+        for n, raw in enumerate(f, 1):
             try:
-                line = f.readline()
+                line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise LmlabError(f"{path}:{n + 1}: not UTF-8 text ({e.reason})") from None
-            if not line:
-                break
-            n += 1
+                if not skip:
+                    raise LmlabError(f"{path}:{n}: not UTF-8 text ({e.reason}); pass --skip-bad-rows to count "
+                                     f"and skip such lines") from None
+                stats.skip(f"{path}:{n}: not UTF-8 text ({e.reason})")
+                continue
             if not line.strip():
                 continue
             try:
