@@ -87,7 +87,7 @@ def load_items(path: str | Path) -> list[Item]:
         ident = next((str(f[k]) for k in _ID_FIELDS if k in f and f[k] not in (None, "")), None)
         if name == "mmlu":
             ident = f"mmlu/{r.group}:{sum(1 for x in items if x.id.startswith(f'mmlu/{r.group}:'))}"
-        items.append(Item(ident if ident and ident.startswith(name) else f"{name}:{ident or i}", r.where,
+        items.append(Item(ident if ident and name.lower() in ident.lower() else f"{name}:{ident or i}", r.where,
                           _strings({k: v for k, v in f.items() if k not in _ID_FIELDS})))
     return items
 
