@@ -21,7 +21,7 @@ def register(sub, common) -> None:
                     "overrides of any config key. Steps: normalize, language, gopher, c4, toxicity, "
                     "decontaminate, exact_dedup, minhash, pii; each has `<step>.enabled` and its settings.")
     add_flags(c, CurateConfig)
-    c.add_argument("--decontaminate", nargs="+", metavar="FILE", default=None,
+    c.add_argument("--decontaminate", nargs="+", metavar="FILE", default=None, dest="decontaminate_files",
                    help="evaluation files (any file lmlab eval reads) to remove 13-gram overlaps with")
     c.set_defaults(func=cmd_curate)
     r = dsub.add_parser("report", parents=[common], help="print the report of a curation run")
@@ -68,8 +68,8 @@ def cmd_curate(args) -> int:
         (overrides if "=" in item and not Path(item).exists() else inputs).append(item)
     args.overrides = overrides
     values = {"inputs": inputs} if inputs else {}
-    if args.decontaminate:
-        values["decontaminate.files"] = args.decontaminate
+    if args.decontaminate_files:
+        values["decontaminate.files"] = args.decontaminate_files
     cfg = from_args(CurateConfig, args, **values)
     report = curate(cfg)
     print_report(report)
