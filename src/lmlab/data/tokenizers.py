@@ -135,13 +135,13 @@ def measure(backend, texts: list[str]) -> dict:
         per_word = [0] * len(spans)
         j = 0
         for start, end in enc.offsets:
-            if end <= start and start >= len(text):
+            if start >= len(text) or text[start:end].isspace():  # a token of spaces belongs to no word
                 continue
             while j < len(spans) - 1 and start >= spans[j][1]:
                 j += 1
             if spans:
                 per_word[j] += 1
-        tokens += len(enc.ids)
+        tokens += len(enc.ids)  # every token counts, spaces too
         words += len(spans)
         split += sum(1 for c in per_word if c > 1)
     return {"tokens": tokens, "words": words, "bytes": n_bytes, "split_words": split}
