@@ -45,14 +45,11 @@ class MinHashConfig:
     seed: int = 1
 
 
-_SPACE = re.compile(r"\s+")
-
-
 def exact_key(text: str, lowercase: bool = True) -> int:
     """64-bit hash of the text with whitespace runs collapsed (and lowercased)."""
     import xxhash
 
-    t = _SPACE.sub(" ", text).strip()
+    t = " ".join(text.split())
     return xxhash.xxh64_intdigest((t.lower() if lowercase else t).encode("utf-8"))
 
 

@@ -30,6 +30,7 @@ from lmlab.data.config import DEFAULT_STEPS, CurateConfig
 from lmlab.errors import LmlabError
 
 DEDUP_STEPS = ("exact_dedup", "minhash")
+BUCKET_ROWS = 2_000_000  # band hashes sorted in one pass of near dedup's bucket stage
 
 
 def step_function(name: str):
@@ -88,10 +89,11 @@ def map_batch(task: tuple) -> dict:
            "bytes_out": _bytes(kept), "n_in": len(batch)}
     if phase == "A":
         t0 = time.process_time()
-        out["keys"] = np.array([dedup.exact_key(r["text"], cfg.exact_dedup.lowercase) for r in kept],
-                               dtype=np.uint64)
+        _, dd, _ = plan(cfg)
+        keys = [dedup.exact_key(r["text"], cfg.exact_dedup.lowercase) for r in kept] if "exact_dedup" in dd else []
+        out["keys"] = np.array(keys or [0] * len(kept), dtype=np.uint64)
         hasher = dedup.MinHasher(cfg.minhash)
-        bands = [hasher.band_hashes(r["text"]) for r in kept] if cfg.minhash.enabled else []
+        bands = [hasher.band_hashes(r["text"]) for r in kept] if "minhash" in dd else []
         out["bands"] = np.stack(bands) if bands else np.zeros((len(kept), cfg.minhash.bands), dtype=np.uint64)
         out["signature_seconds"] = time.process_time() - t0
     return out
@@ -226,6 +228,7 @@ def _save_map_result(folder: Path, res: dict, marker: str) -> None:
         leaked.update(r.get("_leaked", []))
     if marker == "A.json":
         rec.write_jsonl(folder / "kept.jsonl", res["kept"], keep_private=("_where",))
+        _write_json(folder / "where.json", [r["_where"] for r in res["kept"]])  # for dedup's messages
         _save_npy(folder / "keys.npy", res["keys"])
         _save_npy(folder / "bands.npy", res["bands"])
     _write_json(folder / marker, {"stats": res["stats"], "n": len(res["kept"]), "n_in": res["n_in"],
@@ -258,9 +261,9 @@ def dedup_phase(work: Path, ks: list[int], cfg: CurateConfig, steps: list[str]) 
             b = int(np.searchsorted(offsets, g, side="right") - 1)
             by_batch.setdefault(b, []).append(g)
         for b, gs in by_batch.items():
-            kept = (work / f"{ks[b]:05d}" / "kept.jsonl").read_text(encoding="utf-8").splitlines()
+            wheres = json.loads((work / f"{ks[b]:05d}" / "where.json").read_text(encoding="utf-8"))
             for g in gs:
-                out[g] = json.loads(kept[g - offsets[b]])["_where"]
+                out[g] = wheres[g - offsets[b]]
         return out
 
     for step in steps:
@@ -283,12 +286,21 @@ def dedup_phase(work: Path, ks: list[int], cfg: CurateConfig, steps: list[str]) 
                 removed[g] = (step, f"exact duplicate of {wheres[f]}", {"duplicate_of": wheres[f]})
             alive[dups] = False
         else:
-            ids = np.flatnonzero(alive)
             pairs = []
-            for b in range(cfg.minhash.bands):  # stage 2, one band of every document at a time
-                col = np.concatenate([np.load(work / f"{k:05d}" / "bands.npy", mmap_mode="r")[:, b] for k in ks])
-                pairs.append(dedup.band_pairs(col[ids], ids))
-                del col
+            # stage 2, one band at a time and, past BUCKET_ROWS documents, one range of hash values
+            # at a time: memory per pass is bounded, whatever the corpus size
+            parts = max(1, -(-int(alive.sum()) // BUCKET_ROWS))
+            for b in range(cfg.minhash.bands):
+                for part in range(parts):
+                    cols, idss = [], []
+                    for j, k in enumerate(ks):
+                        col = np.load(work / f"{k:05d}" / "bands.npy", mmap_mode="r")[:, b]
+                        sel = alive[offsets[j]:offsets[j + 1]]
+                        if parts > 1:
+                            sel = sel & (col % np.uint64(parts) == part)
+                        cols.append(np.asarray(col[sel]))
+                        idss.append(np.flatnonzero(sel) + offsets[j])
+                    pairs.append(dedup.band_pairs(np.concatenate(cols), np.concatenate(idss)))
             found = dedup.clusters(pairs)  # stage 3
             wheres = where_of({root for root, _ in found.values()})
             for g, (root, size) in found.items():
