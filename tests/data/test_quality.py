@@ -82,3 +82,4 @@ def test_c4_decisions_and_kept_lines_match_datatrove(docs):
         assert reason == want_reason, t[:200]
         if reason is None:
             assert text == want_text
+

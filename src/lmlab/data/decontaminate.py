@@ -16,8 +16,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-
 from lmlab.config import option
 from lmlab.data.dedup import _hash_words, simplify
 from lmlab.errors import LmlabError
@@ -93,6 +91,8 @@ def load_items(path: str | Path) -> list[Item]:
 
 
 def item_ngrams(texts: list[str], n: int) -> np.ndarray:
+    import numpy as np
+
     from lmlab.data.dedup import _combine
 
     ws = [w for t in texts for w in simplify(t)]
@@ -103,6 +103,8 @@ class Index:
     """Sorted n-gram hashes of every item, and which item each belongs to."""
 
     def __init__(self, files: tuple[str, ...], n: int):
+        import numpy as np
+
         self.items = [it for f in files for it in load_items(f)]
         keys, owners = [], []
         for j, it in enumerate(self.items):
@@ -118,6 +120,8 @@ class Index:
         """Ids of the items sharing an n-gram with `text`."""
         if not len(self.keys):
             return []
+        import numpy as np
+
         from lmlab.data.dedup import _combine
 
         ws = simplify(text)

@@ -23,11 +23,9 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-import numpy as np
-
 from lmlab.config import option
 
-MERSENNE = np.uint64((1 << 61) - 1)
+MERSENNE = (1 << 61) - 1  # numpy is imported inside the functions: `lmlab --help` stays instant
 
 
 @dataclass
@@ -72,6 +70,7 @@ _word_hash: dict[str, int] = {}
 
 
 def _hash_words(ws: list[str]) -> np.ndarray:
+    import numpy as np
     import xxhash
 
     memo = _word_hash
@@ -84,39 +83,46 @@ def _hash_words(ws: list[str]) -> np.ndarray:
     return np.array([memo[w] for w in ws], dtype=np.uint64)
 
 
-_MIX = np.array([0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0xD6E8FEB86659FD93,
-                 0xCA5A826395121157, 0x2545F4914F6CDD1D, 0x9FB21C651E98DF25, 0xFF51AFD7ED558CCD],
-                dtype=np.uint64)
+_MIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0xD6E8FEB86659FD93,
+        0xCA5A826395121157, 0x2545F4914F6CDD1D, 0x9FB21C651E98DF25, 0xFF51AFD7ED558CCD)
 
 
 def shingles(text: str, n: int) -> np.ndarray:
     """uint64 hashes of the word n-grams of the simplified text (one shingle if it is shorter)."""
+    import numpy as np
+
     wh = _hash_words(simplify(text))
     return np.unique(_combine(wh, n)) if len(wh) else wh
 
 
 def _combine(wh: np.ndarray, n: int) -> np.ndarray:
     """Hashes of the n-grams of a sequence of word hashes (one, of all, if it is shorter)."""
+    import numpy as np
+
     if len(wh) < n:
         n = len(wh)
     m = len(wh) - n + 1
     h = np.zeros(m, dtype=np.uint64)
     with np.errstate(over="ignore"):
         for k in range(n):  # position-dependent multipliers keep "a b" and "b a" apart
-            h ^= wh[k:k + m] * _MIX[k % len(_MIX)]
+            h ^= wh[k:k + m] * np.uint64(_MIX[k % len(_MIX)])
             h = (h << np.uint64(13)) | (h >> np.uint64(51))
     return h
 
 
 class MinHasher:
     def __init__(self, cfg: MinHashConfig):
+        import numpy as np
+
         self.cfg = cfg
         gen = np.random.RandomState(cfg.seed)  # datatrove's parameters for the same seed
         k = cfg.bands * cfg.rows
-        self.a = gen.randint(1, MERSENNE, dtype=np.uint64, size=(1, k))
-        self.b = gen.randint(0, MERSENNE, dtype=np.uint64, size=(1, k))
+        self.a = gen.randint(1, np.uint64(MERSENNE), dtype=np.uint64, size=(1, k))
+        self.b = gen.randint(0, np.uint64(MERSENNE), dtype=np.uint64, size=(1, k))
 
     def signature(self, text: str) -> np.ndarray | None:
+        import numpy as np
+
         sh = shingles(text, self.cfg.ngram)
         if len(sh) == 0:
             return None
@@ -127,6 +133,8 @@ class MinHasher:
 
     def band_hashes(self, text: str) -> np.ndarray:
         """One uint64 per band (0 for a document without words: never a candidate)."""
+        import numpy as np
+
         sig = self.signature(text)
         if sig is None:
             return np.zeros(self.cfg.bands, dtype=np.uint64)
@@ -143,6 +151,8 @@ class MinHasher:
 
 def band_pairs(band: np.ndarray, doc_ids: np.ndarray) -> np.ndarray:
     """(k, 2) pairs (first document of the bucket, another member) for one band's hashes."""
+    import numpy as np
+
     keep = band != 0
     band, doc_ids = band[keep], doc_ids[keep]
     order = np.lexsort((doc_ids, band))

@@ -64,8 +64,19 @@ def plan(cfg: CurateConfig) -> tuple[list[str], list[str], list[str]]:
 
 # ---- the work of one batch (runs in a worker) -----------------------------------------------
 
+_sizes: dict[int, tuple[str, int]] = {}
+
+
 def _bytes(batch: list[dict]) -> int:
-    return sum(len(r["text"].encode("utf-8")) for r in batch)
+    """UTF-8 bytes of the texts; a text a step left alone is the same object, measured once."""
+    total = 0
+    for r in batch:
+        t = r["text"]
+        hit = _sizes.get(id(t))
+        if hit is None or hit[0] is not t:
+            hit = _sizes[id(t)] = (t, len(t.encode("utf-8")))
+        total += hit[1]
+    return total
 
 
 def run_steps(batch: list[dict], names: list[str], cfg: CurateConfig):
@@ -87,6 +98,7 @@ def map_batch(task: tuple) -> dict:
     kept, removed, stats = run_steps(batch, names, cfg)
     out = {"k": k, "kept": kept, "removed": removed, "stats": stats, "bytes_in": bytes_in,
            "bytes_out": _bytes(kept), "n_in": len(batch)}
+    _sizes.clear()
     if phase == "A":
         t0 = time.process_time()
         _, dd, _ = plan(cfg)
@@ -237,11 +249,7 @@ def _save_map_result(folder: Path, res: dict, marker: str) -> None:
 
 
 def _read_kept(path: Path) -> list[dict]:
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            out.append(json.loads(line))
-    return out
+    return rec.read_jsonl(path)
 
 
 # ---- phase B: dedup over every batch --------------------------------------------------------

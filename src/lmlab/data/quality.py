@@ -5,7 +5,8 @@ The rules and their order are datatrove's GopherQualityFilter, GopherRepetitionF
 C4QualityFilter, so a document gets the same decision and the same reason name; words are
 counted as spaCy's English tokenizer counts them (lmlab.data.words). C4 also rewrites the text it
 keeps: lines without terminal punctuation, with fewer than 3 words, or mentioning JavaScript
-or cookie policies are dropped from the document.
+or cookie policies are dropped from the document. Both are English rules (stop words, word
+lengths, Latin punctuation), so by default they apply only to records labelled English.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ PUNCTUATION_SET = _punct_set()
 @dataclass
 class GopherConfig:
     enabled: bool = option(True, "Gopher quality rules")
+    languages: list[str] = option(help="apply to records in these languages (English stop words and word "
+                                       "lengths); others pass untouched", factory=lambda: ["en"])
     min_doc_words: int = 50
     max_doc_words: int = 100_000
     min_avg_word_length: float = 3
@@ -57,6 +60,8 @@ class GopherConfig:
 @dataclass
 class C4Config:
     enabled: bool = option(True, "C4 line rules")
+    languages: list[str] = option(help="apply to records in these languages; others pass untouched",
+                                  factory=lambda: ["en"])
     filter_no_terminal_punct: bool = True
     min_num_sentences: int = 5  # -1: off
     min_words_per_line: int = 3  # -1: off
@@ -197,9 +202,17 @@ def c4_lines(text: str, c: C4Config) -> tuple[str | None, str]:
     return None, "\n".join(kept).strip()
 
 
+def _applies(r: dict, languages: list[str]) -> bool:
+    """A record without a language (the language step off) is taken for English."""
+    return not languages or r.get("language", "en") in languages
+
+
 def gopher(batch: list[dict], cfg: GopherConfig):
     kept, removed = [], []
     for r in batch:
+        if not _applies(r, cfg.languages):
+            kept.append(r)
+            continue
         why = gopher_quality(r["text"], cfg) or (gopher_repetition(r["text"], cfg) if cfg.repetition else None)
         if why:
             removed.append((r, why))
@@ -211,6 +224,9 @@ def gopher(batch: list[dict], cfg: GopherConfig):
 def c4(batch: list[dict], cfg: C4Config):
     kept, removed = [], []
     for r in batch:
+        if not _applies(r, cfg.languages):
+            kept.append(r)
+            continue
         why, text = c4_lines(r["text"], cfg)
         if why:
             removed.append((r, why))

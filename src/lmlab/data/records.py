@@ -18,6 +18,19 @@ from lmlab.errors import LmlabError
 
 SUFFIXES = (".jsonl", ".ndjson", ".json", ".txt", ".md", ".parquet")
 
+try:  # JSON parsing and writing are most of what curation does besides its steps
+    import orjson
+
+    def _dumps(obj) -> bytes:
+        return orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
+    _loads = orjson.loads
+    _JSONError: tuple = (orjson.JSONDecodeError,)
+except ImportError:
+    def _dumps(obj) -> bytes:
+        return (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
+    _loads = json.loads
+    _JSONError = (json.JSONDecodeError,)
+
 
 @dataclass
 class ReadStats:
@@ -117,17 +130,28 @@ def _jsonl(path: Path, text_field: str, skip: bool, stats: ReadStats) -> Iterato
                 continue
             if not line.strip():
                 continue
+            msg = None
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
+                row = _loads(line)
+            except _JSONError:
+                row, msg = _json_fallback(line)
+            if msg:
                 if not skip:
-                    raise LmlabError(f"{path}:{n}: invalid JSON ({e.msg}); pass --skip-bad-rows to count "
+                    raise LmlabError(f"{path}:{n}: invalid JSON ({msg}); pass --skip-bad-rows to count "
                                      f"and skip broken lines") from None
-                stats.skip(f"{path}:{n}: invalid JSON ({e.msg})")
+                stats.skip(f"{path}:{n}: invalid JSON ({msg})")
                 continue
             rec = _check(row, f"{path}:{n}", text_field, skip, stats)
             if rec is not None:
                 yield rec
+
+
+def _json_fallback(line: str):
+    """(row, None) where only orjson refused the line (an integer past 64 bits), else (None, why)."""
+    try:
+        return json.loads(line), None
+    except json.JSONDecodeError as e:
+        return None, e.msg
 
 
 def _parquet(path: Path, text_field: str, skip: bool, stats: ReadStats) -> Iterator[dict]:
@@ -159,14 +183,20 @@ def write_jsonl(path: Path, records, *, keep_private: tuple[str, ...] = ()) -> i
     tmp = path.with_name(path.name + ".tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
     size = 0
-    with open(tmp, "w", encoding="utf-8") as f:
+    with open(tmp, "wb") as f:
         for r in records:
             out = public(r)
             for k in keep_private:
                 if k in r:
                     out[k] = r[k]
-            line = json.dumps(out, ensure_ascii=False) + "\n"
-            size += len(line.encode("utf-8"))
+            line = _dumps(out)
+            size += len(line)
             f.write(line)
     os.replace(tmp, path)
     return size
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """A file lmlab wrote itself (no checks needed)."""
+    with open(path, "rb") as f:
+        return [_loads(line) for line in f]
