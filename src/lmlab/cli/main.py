@@ -11,6 +11,8 @@ import json
 import sys
 
 
+AREAS = ("train", "eval", "scale", "data", "judge")  # the CLI modules of the stages beyond the core
+
 def _sampling_args(p: argparse.ArgumentParser, temperature: float = 0.7) -> None:
     p.add_argument("--model", "-m", default=None,
                    help="bundled name (default smollm2), HF folder, .gguf file or hub id org/name")
@@ -105,11 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(s, ServeConfig)
     s.set_defaults(func=cmd_serve)
 
-    # Later stages own their CLI modules; each adds its subcommands to the same parser.
-    from lmlab.cli import eval as eval_cli, judge as judge_cli, scale as scale_cli, train as train_cli
+    # Later stages own their CLI modules (lmlab.cli.<area>); each adds its subcommands here.
+    import importlib
 
-    for area in (train_cli, eval_cli, scale_cli, judge_cli):
-        area.register(sub, common)
+    for area in AREAS:
+        importlib.import_module(f"lmlab.cli.{area}").register(sub, common)
     return parser
 
 
