@@ -98,6 +98,13 @@ def fit_passages(tokenizer, question: str, passages: list[str], budget: int,
         if dropped:
             notes.append(f"{dropped} of {len(passages)} passages left out to fit the context")
         break
+    # tokens at the joins may merge differently from the pieces counted apart: shave what is over
+    while kept and (over := count(messages_for(question, kept, instructions)) - budget) > 0:
+        ids = tokenizer.encode(kept[-1])
+        if len(ids) - over - 2 < _MIN_PASSAGE_TOKENS:
+            kept.pop()
+        else:
+            kept[-1] = tokenizer.decode(ids[:len(ids) - over - 2])
     return question, kept, notes
 
 

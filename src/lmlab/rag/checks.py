@@ -25,8 +25,9 @@ from typing import Callable
 from lmlab.rag.answer import ABSTAIN, parse_citations
 
 Entails = Callable[[str, str], bool]
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[^\s\[])")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _MARKS = re.compile(r"\s*\[\d+(?:\s*,\s*\d+)*\]")
+_MARKS_AFTER_STOP = re.compile(r"([.!?])((?:\s*\[\d+(?:\s*,\s*\d+)*\])+)")
 JUDGE_PROMPT = ("Passages:\n{premise}\n\nStatement: {statement}\n\nIs the statement fully supported by the "
                 "passages? Answer with one word, yes or no.")
 
@@ -34,7 +35,8 @@ JUDGE_PROMPT = ("Passages:\n{premise}\n\nStatement: {statement}\n\nIs the statem
 def split_statements(answer: str) -> list[tuple[str, list[int]]]:
     """(statement without its citation marks, citation numbers) for each sentence of the answer."""
     out = []
-    for sentence in _SENTENCE_END.split(answer.strip()):
+    answer = _MARKS_AFTER_STOP.sub(r"\2\1", answer.strip())  # "x. [1] y" -> "x [1]. y"
+    for sentence in _SENTENCE_END.split(answer):
         text = _MARKS.sub("", sentence).strip()
         if text and text.lower().rstrip(".") != ABSTAIN:
             out.append((text, parse_citations(sentence)))
