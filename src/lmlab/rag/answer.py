@@ -119,49 +119,69 @@ def relevant(hits, min_similarity: float) -> bool:
     return any(h.bm25 for h in hits)
 
 
-def ask(lm, question: str, index, k: int = 5, mode: str = "hybrid", *, min_similarity: float = 0.25,
-        max_new_tokens: int = 160, instructions: str = "", rerank=None, constrained: bool = True,
-        generate=None) -> Answer:
-    """Retrieve k passages and answer from them. `generate(messages, max_new_tokens, **params) -> str`
-    replaces lm's own generation (any chat backend); `lm` is still used for its tokenizer and
-    context length when given."""
+@dataclass
+class Prepared:
+    """What `prepare` hands to a generator: the chat messages and sampling extras, plus what
+    `finish` needs to map the reply's citations back (see the server's /v1/rag/ask)."""
+    question: str
+    hits: list
+    passages: list[str]
+    messages: list[dict]
+    params: dict
+    notes: list[str]
+
+
+def prepare(question: str, index, k: int = 5, mode: str = "hybrid", *, tokenizer=None, context: int | None = None,
+            min_similarity: float = 0.25, max_new_tokens: int = 160, instructions: str = "", rerank=None,
+            constrained: bool = True) -> Prepared | Answer:
+    """Retrieve and build the prompt; an Answer (the abstention) when nothing relevant was found.
+    With `tokenizer` and `context`, passages are cut to fit `context - max_new_tokens` tokens."""
     from lmlab.rag.retrieve import retrieve
 
     if not question or not question.strip():
         raise LmlabError("empty question")
     hits = retrieve(index, question, k, mode, rerank=rerank)
-    retrieved = [h.to_dict() for h in hits]
     if not relevant(hits, min_similarity):
         best = max((h.dense for h in hits if h.dense is not None), default=None)
         why = "no passage matched" if not hits else f"best similarity {best:.2f} < {min_similarity}"
-        return Answer(question, ABSTAIN, [], retrieved, abstained=True, notes=[f"abstained: {why}"])
-    passages = [h.chunk.text for h in hits]
-    notes: list[str] = []
-    if lm is not None:
-        budget = lm.config.max_seq_len - max_new_tokens
-        question_shown, passages, notes = fit_passages(lm.tokenizer, question, passages, budget, instructions)
-    else:
-        question_shown = question
-    messages = messages_for(question_shown, passages, instructions)
-    params = {}
-    if constrained and _has_guided_regex():
-        params["guided_regex"] = CITED_ANSWER
-    if generate is not None:
-        text = generate(messages, max_new_tokens, **params)
-        prompt_tokens = 0
-    else:
-        out = lm.generate(messages, max_new_tokens=max_new_tokens, temperature=0.0, **params)
-        text, prompt_tokens = out.text, out.prompt_tokens
-    text = text.strip()
-    citations = []
+        return Answer(question, ABSTAIN, [], [h.to_dict() for h in hits], abstained=True,
+                      notes=[f"abstained: {why}"])
+    passages, shown, notes = [h.chunk.text for h in hits], question, []
+    if tokenizer is not None and context is not None:
+        shown, passages, notes = fit_passages(tokenizer, question, passages, context - max_new_tokens, instructions)
+    params = {"guided_regex": CITED_ANSWER} if constrained and _has_guided_regex() else {}
+    return Prepared(question, hits, passages, messages_for(shown, passages, instructions), params, notes)
+
+
+def finish(prep: Prepared, text: str, prompt_tokens: int = 0) -> Answer:
+    """The model's reply -> an Answer with its citations mapped to the numbered passages."""
+    text, notes, citations = text.strip(), list(prep.notes), []
     for n in parse_citations(text):
-        if 1 <= n <= len(passages):
-            h = hits[n - 1]
-            citations.append({"n": n, "doc_id": h.doc_id, "chunk_id": h.chunk.chunk_id, "text": passages[n - 1]})
+        if 1 <= n <= len(prep.passages):
+            h = prep.hits[n - 1]
+            citations.append({"n": n, "doc_id": h.doc_id, "chunk_id": h.chunk.chunk_id, "text": prep.passages[n - 1]})
         else:
-            notes.append(f"citation [{n}] names no passage (there are {len(passages)})")
+            notes.append(f"citation [{n}] names no passage (there are {len(prep.passages)})")
     abstained = ABSTAIN in text.lower() and not citations
-    return Answer(question, text, citations, retrieved, passages, abstained, notes, prompt_tokens)
+    return Answer(prep.question, text, citations, [h.to_dict() for h in prep.hits], prep.passages, abstained,
+                  notes, prompt_tokens)
+
+
+def ask(lm, question: str, index, k: int = 5, mode: str = "hybrid", *, min_similarity: float = 0.25,
+        max_new_tokens: int = 160, instructions: str = "", rerank=None, constrained: bool = True,
+        generate=None) -> Answer:
+    """Retrieve k passages and answer from them. `generate(messages, max_new_tokens, **params) -> str`
+    replaces lm's own generation (any chat backend); `lm` (when given) also lends its tokenizer and
+    context length, to cut the passages to fit."""
+    prep = prepare(question, index, k, mode, tokenizer=lm.tokenizer if lm is not None else None,
+                   context=lm.config.max_seq_len if lm is not None else None, min_similarity=min_similarity,
+                   max_new_tokens=max_new_tokens, instructions=instructions, rerank=rerank, constrained=constrained)
+    if isinstance(prep, Answer):
+        return prep
+    if generate is not None:
+        return finish(prep, generate(prep.messages, max_new_tokens, **prep.params))
+    out = lm.generate(prep.messages, max_new_tokens=max_new_tokens, temperature=0.0, **prep.params)
+    return finish(prep, out.text, out.prompt_tokens)
 
 
 def _has_guided_regex() -> bool:
