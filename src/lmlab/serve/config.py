@@ -41,6 +41,7 @@ class ServeConfig:
     default_max_tokens: int = option(512, "chat's max_tokens when the request gives none")
     max_body_bytes: int = option(1 << 20, "largest request body (413 beyond)")
     max_embedding_batch: int = option(64, "inputs per /v1/embeddings request")
+    rag_indexes: Optional[str] = option(None, "folder of `lmlab rag index` folders served by /v1/rag/search|ask")
 
     @property
     def model_name(self) -> str:
