@@ -136,3 +136,17 @@ def test_wrong_citations_lower_recall():
     uncited = citation_scores("Berlin is the capital of Germany.", PASSAGES, entails)
     assert (right["citation_recall"], wrong["citation_recall"], uncited["citation_recall"]) == (1.0, 0.0, 0.0)
     assert right["citation_precision"] == 1.0 and wrong["citation_precision"] == 0.0
+
+
+def test_a_judge_backend_is_asked_for_yes_or_no():
+    class Backend:  # the shape of lmlab.judge.backends: conversations in, texts out
+        def __init__(self):
+            self.kw = []
+
+        def complete(self, conversations, max_tokens=512, choice=None, **kw):
+            self.kw.append(choice)
+            return ["yes" if "1889" in c[0]["content"].split("Statement:")[1] else "no" for c in conversations]
+
+    backend = Backend()
+    f = faithfulness("It opened in 1889 [1]. It is made of gold [1].", PASSAGES, judge_entails(backend))
+    assert [s["supported"] for s in f["statements"]] == [True, False] and backend.kw == [["yes", "no"]] * 2

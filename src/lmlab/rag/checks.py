@@ -3,8 +3,8 @@ Language Models to Generate Text with Citations") and RAGAS-style faithfulness (
 
 Both rest on one question, "do these passages support this statement?", asked of an `entails`
 function (premise, statement) -> bool. `judge_entails(judge)` makes one from any chat judge: a
-callable messages -> reply text, or an object with `.complete(messages)` (the judge issue's
-backends); `lexical_entails` is a cheap deterministic stand-in (content-word coverage).
+callable messages -> reply text, or a judge backend of lmlab.judge (`.complete(conversations,
+...)`); `lexical_entails` is a cheap deterministic stand-in (content-word coverage).
 
 - statements: the answer split into sentences; a citation mark right after a sentence's full stop
   belongs to that sentence.
@@ -44,8 +44,14 @@ def split_statements(answer: str) -> list[tuple[str, list[int]]]:
 
 
 def judge_entails(judge) -> Entails:
-    """An Entails from a chat judge (messages -> text, or an object with .complete(messages))."""
-    call = judge.complete if hasattr(judge, "complete") else judge
+    """An Entails from a chat judge: a callable messages -> text, or a judge backend
+    (lmlab.judge.backends: `.complete(conversations, max_tokens, choice=...)` -> texts), asked
+    for one of "yes" / "no" (constrained where its decoder supports it)."""
+    if hasattr(judge, "complete"):
+        def call(messages):
+            return judge.complete([messages], max_tokens=4, choice=["yes", "no"])[0]
+    else:
+        call = judge
 
     def entails(premise: str, statement: str) -> bool:
         reply = call([{"role": "user", "content": JUDGE_PROMPT.format(premise=premise, statement=statement)}])
