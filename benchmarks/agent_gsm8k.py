@@ -63,7 +63,9 @@ def main() -> int:
     agent = Agent(model, make_tools("calculator,python"), args.max_steps, trace)
     plain = {"correct": 0, "seconds": 0.0}
     tools = {"correct": 0, "seconds": 0.0, "turns": 0, "calls": 0, "errors": 0, "finished": 0}
-    for r in rows:
+    from tqdm import tqdm
+
+    for r in tqdm(rows, desc="gsm8k", unit="problem"):
         gold = r["answer"].split("####")[-1].strip().replace(",", "")
         t0 = time.perf_counter()
         out = lm.generate(r["question"], system=NO_TOOLS, max_new_tokens=args.max_new_tokens, temperature=0.0)

@@ -96,7 +96,9 @@ def main() -> int:
     sub = questions[:args.limit]
     results = {"closed-book": [], f"RAG ({args.mode}, k={args.k})": []}
     t0 = time.perf_counter()
-    for q in sub:
+    from tqdm import tqdm
+
+    for q in tqdm(sub, desc="answer", unit="question"):
         closed = lm.generate(q["question"], system=CLOSED, max_new_tokens=args.max_new_tokens, temperature=0.0).text
         results["closed-book"].append((q, closed.strip(), {1: gold_text[q["context_id"]]}, False))
         out = ask(lm, q["question"], index, args.k, args.mode, instructions=SHORT,

@@ -106,10 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve)
 
     # Later stages own their CLI modules; each adds its subcommands to the same parser.
-    from lmlab.cli import eval as eval_cli, rag as rag_cli, scale as scale_cli, train as train_cli
+    from lmlab.cli import eval as eval_cli, scale as scale_cli, train as train_cli
 
-    for area in (train_cli, eval_cli, scale_cli, rag_cli):
+    for area in (train_cli, eval_cli, scale_cli):
         area.register(sub, common)
+    from lmlab.cli import rag as rag_cli  # rag index|search|ask, agent
+
+    rag_cli.register(sub, common)
     return parser
 
 
