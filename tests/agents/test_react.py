@@ -136,3 +136,28 @@ def test_real_model_runs_the_loop(bundled_lm, tmp_path):
     assert result.finished or result.steps[-1].kind == "budget"
     lines = (tmp_path / "trace.jsonl").read_text().splitlines()
     assert len(lines) == len(result.steps)
+
+
+def test_an_openai_compatible_server_drives_the_loop():
+    httpx = pytest.importorskip("httpx")
+    from lmlab.agents.react import endpoint_model
+
+    sent = []
+
+    def handler(request):
+        body = json.loads(request.content)
+        sent.append(body)
+        if len(sent) == 1:
+            msg = {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function",
+                   "function": {"name": "calculator", "arguments": '{"expression": "6 * 7"}'}}]}
+        else:
+            msg = {"role": "assistant", "content": "6 * 7 = 42"}
+        return httpx.Response(200, json={"choices": [{"index": 0, "message": msg, "finish_reason": "stop"}]})
+
+    tools = make_tools("calculator")
+    model = endpoint_model("http://server/v1", "smollm2", tools, transport=httpx.MockTransport(handler))
+    result = Agent(model, tools).run("What is 6 * 7?")
+    assert result.answer == "6 * 7 = 42" and result.tool_calls == 1
+    assert sent[0]["tools"][0]["function"]["name"] == "calculator"
+    assert all(m["role"] != "system" for m in sent[0]["messages"])
+    assert '"content": "42"' in sent[1]["messages"][-1]["content"]

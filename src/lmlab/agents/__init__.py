@@ -5,7 +5,7 @@ read-only SQL), every step traced.
     result = Agent(lm_model(lm), make_tools("calculator,python"), max_steps=6, trace_dir="run").run(task)
 """
 
-from lmlab.agents.react import Agent, AgentResult, Step, lm_model, parse_calls, run_agent
+from lmlab.agents.react import Agent, AgentResult, Step, endpoint_model, lm_model, parse_calls, run_agent
 from lmlab.agents.tools import Tool, calculate, make_tools
 
-__all__ = ["Agent", "AgentResult", "Step", "Tool", "calculate", "lm_model", "make_tools", "parse_calls", "run_agent"]
+__all__ = ["Agent", "AgentResult", "Step", "Tool", "calculate", "endpoint_model", "lm_model", "make_tools", "parse_calls", "run_agent"]

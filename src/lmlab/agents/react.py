@@ -223,6 +223,33 @@ def lm_model(lm, max_new_tokens: int = 384, temperature: float = 0.0) -> Callabl
     return model
 
 
+def endpoint_model(base_url: str, model: str, tools: list[Tool], api_key: str | None = None,
+                   max_tokens: int = 384, transport=None) -> Callable[[list[dict]], str]:
+    """An Agent model from any OpenAI-compatible server (lmlab serve included): the tools go as
+    OpenAI `tools`, and the reply's `tool_calls` come back as <tool_call> blocks for the loop. The
+    loop's own system prompt is left out: the server renders the tools itself."""
+    import httpx
+
+    client = httpx.Client(base_url=base_url.rstrip("/"), timeout=120, transport=transport,
+                          headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
+    specs = [t.spec() for t in tools]
+
+    def call(messages: list[dict]) -> str:
+        body = {"model": model, "messages": [m for m in messages if m["role"] != "system"], "tools": specs,
+                "max_tokens": max_tokens, "temperature": 0}
+        r = client.post("/chat/completions", json=body)
+        if r.status_code != 200:
+            raise LmlabError(f"{base_url}: HTTP {r.status_code}: {r.text[:300]}")
+        msg = r.json()["choices"][0]["message"]
+        text = msg.get("content") or ""
+        for tc in msg.get("tool_calls") or []:
+            f = tc["function"]
+            text += f'\n<tool_call>\n{{"name": {json.dumps(f["name"])}, "arguments": {f.get("arguments") or "{}"}}}\n</tool_call>'
+        return text
+
+    return call
+
+
 def run_agent(lm_or_model, task: str, tools: list[Tool], max_steps: int = 8, trace_dir=None) -> AgentResult:
     model = lm_or_model if callable(lm_or_model) and not hasattr(lm_or_model, "generate") else lm_model(lm_or_model)
     return Agent(model, tools, max_steps, trace_dir).run(task)

@@ -52,6 +52,9 @@ def register(sub, common) -> None:
     a.add_argument("--max-steps", type=int, default=8, help="model turns before the loop stops")
     a.add_argument("--max-new-tokens", type=int, default=384)
     a.add_argument("--model", "-m", default=None)
+    a.add_argument("--endpoint", default=None,
+                   help="an OpenAI-compatible server's /v1 URL (e.g. lmlab serve): the tools go as OpenAI tools")
+    a.add_argument("--api-key", default=None)
     a.add_argument("--trace", default=None, help="folder for trace.jsonl and transcript.txt")
     a.add_argument("--json", action="store_true")
     a.set_defaults(func=cmd_agent)
@@ -111,11 +114,15 @@ def cmd_ask(args) -> int:
 
 def cmd_agent(args) -> int:
     from lmlab.agents import Agent, lm_model, make_tools
-    from lmlab.lm import load
+    from lmlab.agents.react import endpoint_model
 
     tools = make_tools(args.tools, index=args.index, db=args.db)
-    lm = load(args.model)
-    result = Agent(lm_model(lm, args.max_new_tokens), tools, args.max_steps, args.trace).run(args.task)
+    if args.endpoint:
+        model = endpoint_model(args.endpoint, args.model or "smollm2", tools, args.api_key, args.max_new_tokens)
+    else:
+        from lmlab.lm import load
+        model = lm_model(load(args.model), args.max_new_tokens)
+    result = Agent(model, tools, args.max_steps, args.trace).run(args.task)
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False))
         return 0 if result.finished else 1
