@@ -33,6 +33,7 @@ class ServeConfig:
     port: int = option(8000, "TCP port")
     api_key: Optional[str] = option(None, "require 'Authorization: Bearer KEY' (env LMLAB_API_KEY)")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = option("warning", "uvicorn's log level")
+    rag_indexes: Optional[str] = option(None, "folder of `lmlab rag index` folders served by /v1/rag/search|ask")
     # limits
     max_concurrency: int = option(DEFAULT_MAX_CONCURRENCY, "sequences decoded together (the engine's batch)")
     max_queue: int = option(256, "requests admitted (running + waiting) before 429")
