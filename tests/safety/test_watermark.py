@@ -39,7 +39,7 @@ def test_z_scores_equal_transformers_detector(bundled_lm):
     config = LlamaConfig(vocab_size=V, bos_token_id=lm.tokenizer.bos_token_id or 0)
     ref = WatermarkDetector(config, "cpu", WatermarkingConfig(greenlist_ratio=w.gamma, bias=w.delta,
                                                               hashing_key=w.key, seeding_scheme="lefthash"))
-    marked = lm.generate("Write about the sea.", max_new_tokens=40, temperature=1.0, seed=0,
+    marked = lm.generate("Write about the sea.", max_new_tokens=30, temperature=1.0, seed=0,
                          watermark=w).token_ids
     texts = [marked, lm.tokenizer.encode(HUMAN), [7, 7, 7, 7, 7, 8]]
     for ids in texts:
@@ -53,8 +53,8 @@ def test_z_scores_equal_transformers_detector(bundled_lm):
 
 def test_delta_zero_never_changes_greedy_decoding(bundled_lm):
     prompt = "The capital of France is"
-    plain = bundled_lm.generate(prompt, raw=True, max_new_tokens=24, temperature=0)
-    marked = bundled_lm.generate(prompt, raw=True, max_new_tokens=24, temperature=0,
+    plain = bundled_lm.generate(prompt, raw=True, max_new_tokens=12, temperature=0)
+    marked = bundled_lm.generate(prompt, raw=True, max_new_tokens=12, temperature=0,
                                  watermark=Watermark(delta=0.0))
     assert marked.token_ids == plain.token_ids
 
@@ -65,7 +65,7 @@ def test_watermarked_generation_is_detected_and_human_text_is_not(bundled_lm):
     ids = [lm.prompt_ids(p) for p in ("Tell me a story about a fox.", "Describe a busy market.",
                                       "Describe a busy market.")]
     marks = [w, w, None]
-    outs = lm.engine.generate(ids, [SamplingParams(max_tokens=80, temperature=1.0, seed=i, watermark=m)
+    outs = lm.engine.generate(ids, [SamplingParams(max_tokens=40, temperature=1.0, seed=i, watermark=m)
                                     for i, m in enumerate(marks)])
     zs = [watermark.detect(o.outputs[0].token_ids, lm.config.vocab_size, w).z for o in outs]
     assert zs[0] > 4 and zs[1] > 4
