@@ -90,8 +90,8 @@ def test_settings_parse_from_the_cli_string():
         watermark.parse("gamma=high")
 
 
-def test_too_short_text_is_refused():
+def test_empty_and_too_short_texts_are_refused():
     with pytest.raises(LmlabError, match="too short"):
         watermark.detect([5], 100)
-    with pytest.raises(LmlabError, match="too short"):
+    with pytest.raises(LmlabError, match="empty"):
         watermark.detect([], 100)

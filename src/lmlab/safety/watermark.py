@@ -156,6 +156,8 @@ def detect(token_ids: list[int], vocab_size: int, w: Watermark | None = None, z_
     ids = list(token_ids)
     if ids and bos_token_id is not None and ids[0] == bos_token_id:
         ids = ids[1:]
+    if not ids:
+        raise LmlabError("empty text: nothing to test for a watermark")
     if len(ids) < MIN_TOKENS:
         raise LmlabError(f"text too short for watermark detection: {len(ids)} token(s), need at least "
                          f"{MIN_TOKENS} (and a few dozen for a confident answer)")
