@@ -95,3 +95,19 @@ def test_empty_and_too_short_texts_are_refused():
         watermark.detect([5], 100)
     with pytest.raises(LmlabError, match="empty"):
         watermark.detect([], 100)
+
+
+def test_server_requests_carry_the_watermark_in_their_extra_body():
+    pytest.importorskip("pydantic")
+    from lmlab.serve.protocol import ApiError, ChatRequest, sampling_params
+
+    def params(extra):
+        body = ChatRequest(messages=[{"role": "user", "content": "hi"}], **extra)
+        return sampling_params(body, max_tokens=8, logprobs=None, vocab=1000, max_tokens_limit=64, max_n=4)
+
+    assert params({"watermark": {"gamma": 0.5, "delta": 1.0}}).watermark == Watermark(gamma=0.5, delta=1.0)
+    assert params({"watermark": "delta=3"}).watermark == Watermark(delta=3.0)
+    assert params({}).watermark is None
+    with pytest.raises(ApiError) as e:
+        params({"watermark": {"gamma": 1.2}})
+    assert e.value.status == 400 and e.value.param == "watermark" and "gamma" in e.value.message
