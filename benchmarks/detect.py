@@ -105,7 +105,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     if args.quick:
-        args.texts, args.words, args.wm_prompts, args.new_tokens, args.bench_tokens = 16, 60, 8, 96, 24
+        args.texts, args.words, args.wm_prompts, args.new_tokens, args.bench_tokens = 8, 48, 6, 64, 12
 
     import numpy as np
 

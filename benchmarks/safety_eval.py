@@ -25,6 +25,7 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=8, help="behaviours, and XSTest prompts per label")
     ap.add_argument("--judge", default="self", help="self | none | a model spec")
     ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--judge-max-tokens", type=int, default=96)
     ap.add_argument("--templates", default=None, help="comma-separated (default: all)")
     ap.add_argument("--out", default="runs/safety_eval_bench", help="results.json, responses.jsonl, safety.png")
     args = ap.parse_args()
@@ -34,7 +35,8 @@ def main() -> int:
     from lmlab.safety.evaluate import SafetyEvalConfig, run, table_rows
 
     cfg = SafetyEvalConfig(limit=args.limit, judge=None if args.judge == "none" else args.judge,
-                           max_new_tokens=args.max_new_tokens, output=args.out,
+                           max_new_tokens=args.max_new_tokens, judge_max_tokens=args.judge_max_tokens,
+                           output=args.out,
                            templates=args.templates.split(",") if args.templates else list(jailbreaks.TEMPLATES))
     t0 = time.perf_counter()
     result = run(cfg)

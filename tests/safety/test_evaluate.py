@@ -57,3 +57,14 @@ def test_bad_behaviour_file_names_the_line(tmp_path):
     p.write_text(json.dumps({"behavior": "x"}) + "\n" + json.dumps({"goal": "y"}) + "\n")
     with pytest.raises(LmlabError, match="b.jsonl:2"):
         evaluate.read_jsonl(p, "behavior")
+
+
+def test_self_judge_answers_every_conversation(tiny_lm):
+    cfg = evaluate.SafetyEvalConfig(judge="self", judge_max_tokens=3)
+    judge = evaluate.make_judge(cfg, tiny_lm)
+    replies = judge.complete([[{"role": "user", "content": "Rate this."}]] * 2)
+    assert len(replies) == 2 and all(isinstance(r, str) for r in replies)
+    # a judge whose replies do not parse is counted apart, not scored 0
+    verdicts = evaluate.grade_all(judge, ["p", "q"], ["r", "s"])
+    assert verdicts == [None, None]
+    assert evaluate.make_judge(evaluate.SafetyEvalConfig(judge="none"), tiny_lm) is None

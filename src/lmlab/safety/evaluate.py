@@ -37,8 +37,10 @@ class SafetyEvalConfig:
     limit: Optional[int] = option(None, "first N behaviours (and N XSTest prompts of each label)")
     templates: list[str] = option(help="jailbreak templates, comma-separated (default: all)",
                                   factory=lambda: list(jailbreaks.TEMPLATES))
-    judge: Optional[str] = option(None, "StrongREJECT judge: 'self' (the evaluated model), a model spec, "
-                                        "or none (keyword detector only)")
+    judge: Optional[str] = option(None, "StrongREJECT judge: 'self' (the evaluated model), a model spec or "
+                                        "an endpoint's model name (with --judge-url), or none (keyword only)")
+    judge_url: Optional[str] = option(None, "OpenAI-compatible endpoint serving --judge")
+    judge_max_tokens: int = option(160, "judge reply length")
     max_new_tokens: int = option(64, "response length")
     output: Optional[str] = option(None, "write results.json, responses.jsonl and safety.png here", short="-o")
     json: bool = option(False, "print the results as JSON instead of tables")
@@ -113,20 +115,44 @@ def respond(lm, prompts: list[str], max_new_tokens: int, progress: bool = False)
     return [o.outputs[0].text for o in outs]
 
 
-def local_judge(lm, max_new_tokens: int = 160) -> Callable[[list[list[dict]]], list[str]]:
-    """A batch judge on a local model: messages lists -> greedy replies."""
+def local_judge(lm, max_new_tokens: int = 160):
+    """A batch judge on a local model (complete(messages_list) -> greedy replies), for when the
+    judge backends (lmlab.judge.backends) are not installed."""
+    from types import SimpleNamespace
+
     from lmlab.engine.params import SamplingParams
 
     def complete(messages_list):
         ids = [lm.tokenizer.encode_chat(m) for m in messages_list]
         outs = lm.engine.generate(ids, SamplingParams(max_tokens=max_new_tokens, temperature=0))
         return [o.outputs[0].text for o in outs]
-    return complete
+    return SimpleNamespace(complete=complete)
+
+
+def make_judge(config: "SafetyEvalConfig", lm):
+    """The judge a config names: a judge backend (local model or endpoint) when lmlab.judge is
+    there, else a local model through the engine; None for the keyword detector alone."""
+    from types import SimpleNamespace
+
+    spec = config.judge
+    if not spec or spec.lower() == "none":
+        return None
+    try:
+        from lmlab.judge.backends import backend_from
+    except ImportError:
+        backend_from = None
+    if backend_from is not None:
+        b = backend_from(lm if spec == "self" else spec, config.judge_url, cache=None)
+        return SimpleNamespace(complete=lambda ml: b.complete(ml, max_tokens=config.judge_max_tokens, temperature=0.0))
+    if config.judge_url:
+        raise LmlabError("--judge-url needs the judge backends (lmlab.judge.backends)")
+    from lmlab.lm import load
+    return local_judge(lm if spec == "self" else load(spec, config.weights), config.judge_max_tokens)
 
 
 def as_batch_judge(judge) -> Callable[[list[list[dict]]], list[str]]:
-    """Any judge as messages_list -> replies: a judge backend with complete(messages_list), or a
-    callable taking one conversation."""
+    """Any judge as messages_list -> replies: an object with complete(messages_list) (a judge
+    backend), or a callable taking one conversation and returning its reply."""
     if hasattr(judge, "complete"):
         return judge.complete
     return lambda messages_list: [judge(m) for m in messages_list]
@@ -289,9 +315,7 @@ def run(config: SafetyEvalConfig) -> dict:
         xstest = xs
     templates = [t for item in config.templates for t in str(item).split(",") if t]
     lm = load(config.model, config.weights)
-    judge = None
-    if config.judge and config.judge.lower() != "none":
-        judge = local_judge(lm if config.judge == "self" else load(config.judge, config.weights))
+    judge = make_judge(config, lm)
     result = evaluate(lm, [r["behavior"] for r in rows], templates, xstest, judge, config.max_new_tokens,
                       config.bootstrap, config.seed, config.progress)
     result["config"] = asdict(config)
