@@ -11,7 +11,7 @@ import json
 import sys
 
 
-AREAS = ("train", "eval", "scale", "data", "judge", "rag")  # the CLI modules of the stages beyond the core
+AREAS = ("train", "eval", "scale", "data", "judge", "rag", "safety")  # the CLI modules of the stages beyond the core
 
 def _sampling_args(p: argparse.ArgumentParser, temperature: float = 0.7) -> None:
     p.add_argument("--model", "-m", default=None,
@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     _sampling_args(g)
     g.add_argument("--raw", action="store_true", help="no chat template: continue the text as is")
     g.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
+    g.add_argument("--watermark", nargs="?", const="", default=None, metavar="gamma=..,delta=..",
+                   help="green-list watermark (default gamma=0.25,delta=2); `lmlab detect --watermark` finds it")
     g.set_defaults(func=cmd_generate)
 
     c = sub.add_parser("chat", parents=[common], help="interactive multi-turn chat (/help inside for commands)")
@@ -120,11 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_generate(args) -> int:
     from lmlab.lm import load
 
+    extra = {}
+    if args.watermark is not None:
+        from lmlab.safety.watermark import parse
+        extra["watermark"] = parse(args.watermark)  # checked before the model loads
     lm = load(args.model, args.weights, compile=args.compile)
     stream = None if args.json else (lambda s: (sys.stdout.write(s), sys.stdout.flush()))
     out = lm.generate(args.prompt, system=args.system, raw=args.raw, max_new_tokens=args.max_new_tokens,
                       temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                      stream=stream)
+                      stream=stream, **extra)
     if args.json:
         print(json.dumps(out.to_dict(), ensure_ascii=False))
     else:
