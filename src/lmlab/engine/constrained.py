@@ -27,6 +27,7 @@ chunked extend of the KV cache per row.
 from __future__ import annotations
 
 import json
+import re
 import weakref
 from dataclasses import dataclass
 from functools import lru_cache
@@ -158,8 +159,15 @@ def _validated(text: str, label: str) -> str:
 
     is_error, messages = llg.LLMatcher.validate_grammar_with_warnings(text)
     if is_error:
-        raise LmlabError(f"{label} is not supported or does not compile: {messages[0].strip()}")
+        raise LmlabError(f"{label} is not supported or does not compile: {_one_line(messages[0])}")
     return text
+
+
+def _one_line(message: str) -> str:
+    """llguidance's message without its source excerpt and caret lines, on one line."""
+    lines = [ln.strip() for ln in message.splitlines()]
+    keep = [ln for ln in lines if ln and not ln.startswith(("^", "|")) and not re.match(r"\d+ \|", ln)]
+    return "; ".join(keep)
 
 
 # ---- the engine's interface -------------------------------------------------------------------
