@@ -150,28 +150,56 @@ def _grammar_error(text: str, spec: Spec, lm) -> str | None:
 
 def generate(lm, prompt: str | list[dict], *, json_schema: dict | str | None = None, json_object: bool = False,
              regex: str | None = None, choice: list[str] | None = None, grammar: str | None = None,
-             constrained: bool = True, repair: int = 0, hint: bool = True, system: str | None = None,
-             max_new_tokens: int = 256, temperature: float = 0.0, **params) -> Result:
-    """Generate until the output passes `check`, at most 1 + `repair` attempts. `hint` adds the
-    schema (or regex, choices, grammar) to a text prompt; `params` are other SamplingParams."""
-    spec = Spec(json_schema, json_object, regex, choice, grammar)
+             **kw) -> Result:
+    """Generate until the output passes `check`, at most 1 + `repair` attempts; keywords as
+    `generate_batch`."""
+    return generate_batch(lm, [prompt], Spec(json_schema, json_object, regex, choice, grammar), **kw)[0]
+
+
+def generate_batch(lm, prompts: list[str | list[dict]], specs: Spec | list[Spec], *, constrained: bool = True,
+                   repair: int = 0, hint: bool = True, system: str | None = None, max_new_tokens: int = 256,
+                   temperature: float = 0.0, **params) -> list[Result]:
+    """Many prompts at once: each round runs every prompt still failing as one engine batch.
+    `constrained=False` asks in the prompt only; `hint` adds the schema (or regex, choices,
+    grammar) to a text prompt; `params` are other SamplingParams (seed, top_p, ...)."""
+    from lmlab.engine.params import SamplingParams
+
+    specs = specs if isinstance(specs, list) else [specs] * len(prompts)
     if repair < 0:
         raise LmlabError(f"repair must be >= 0, got {repair}")
-    if isinstance(prompt, str):
-        text = f"{prompt}\n\n{spec.hint()}" if hint else prompt
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
-    else:
-        messages = list(prompt)
-    guided = spec.params() if constrained else {}
-    attempts: list[Attempt] = []
+    conversations = []
+    for prompt, spec in zip(prompts, specs):
+        if isinstance(prompt, str):
+            text = f"{prompt}\n\n{spec.hint()}" if hint else prompt
+            prompt = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+        conversations.append(list(prompt))
+    attempts: list[list[Attempt]] = [[] for _ in prompts]
+    results: list[Result | None] = [None] * len(prompts)
+    todo = list(range(len(prompts)))
     for _ in range(1 + repair):
-        out = lm.generate(messages, max_new_tokens=max_new_tokens, temperature=temperature, **guided, **params)
-        value, why, repaired = check(out.text, spec, lm)
-        if why is None and out.incomplete and not repaired:
-            why = f"cut off after {max_new_tokens} tokens before the output was complete"
-        attempts.append(Attempt(out.text, out.finish_reason, why, repaired))
-        if why is None:
-            return Result(value, out.text, True, attempts)
-        messages = messages + [{"role": "assistant", "content": out.text},
-                               {"role": "user", "content": f"That reply is not valid: {why}. {spec.hint()}"}]
-    return Result(None, attempts[-1].text, False, attempts)
+        params = [SamplingParams(max_tokens=max_new_tokens, temperature=temperature,
+                                 **(specs[k].params() if constrained else {}), **params) for k in todo]
+        outs = lm.engine.generate([lm.prompt_ids(conversations[k]) for k in todo], params)
+        failed = []
+        for k, request in zip(todo, outs):
+            out = request.outputs[0]
+            if out.finish_reason == "error":
+                value, why, repaired = None, f"generation failed: {request.error}", False
+            else:
+                value, why, repaired = check(out.text, specs[k], lm)
+            if out.incomplete and not (why is None and repaired):  # json-repair may close a cut-off JSON
+                why = f"cut off after {max_new_tokens} tokens before the output was complete" + (f" ({why})" if why else "")
+            attempts[k].append(Attempt(out.text, out.finish_reason, why, repaired))
+            if why is None:
+                results[k] = Result(value, out.text, True, attempts[k])
+                continue
+            failed.append(k)
+            conversations[k] = conversations[k] + [
+                {"role": "assistant", "content": out.text},
+                {"role": "user", "content": f"That reply is not valid: {why}. {specs[k].hint()}"}]
+        todo = failed
+        if not todo:
+            break
+    for k in todo:
+        results[k] = Result(None, attempts[k][-1].text, False, attempts[k])
+    return results
