@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     g.add_argument("--watermark", nargs="?", const="", default=None, metavar="gamma=..,delta=..",
                    help="green-list watermark (default gamma=0.25,delta=2); `lmlab detect --watermark` finds it")
+    from lmlab.cli import structured as structured_cli
+    structured_cli.add_args(g)
     g.set_defaults(func=cmd_generate)
 
     c = sub.add_parser("chat", parents=[common], help="interactive multi-turn chat (/help inside for commands)")
@@ -120,12 +122,19 @@ def build_parser() -> argparse.ArgumentParser:
 # ---- commands -----------------------------------------------------------------------------------
 
 def cmd_generate(args) -> int:
+    from lmlab.cli import structured as structured_cli
+    from lmlab.errors import LmlabError
     from lmlab.lm import load
 
     extra = {}
     if args.watermark is not None:
         from lmlab.safety.watermark import parse
         extra["watermark"] = parse(args.watermark)  # checked before the model loads
+    if structured_cli.wanted(args):
+        if extra:
+            raise LmlabError("--watermark with a constraint (--json-schema, --regex, --choice, --grammar) "
+                             "is not supported from the command line; use the Python API's SamplingParams")
+        return structured_cli.run(args, lambda: load(args.model, args.weights, compile=args.compile))
     lm = load(args.model, args.weights, compile=args.compile)
     stream = None if args.json else (lambda s: (sys.stdout.write(s), sys.stdout.flush()))
     out = lm.generate(args.prompt, system=args.system, raw=args.raw, max_new_tokens=args.max_new_tokens,
