@@ -9,7 +9,9 @@ for calls as
     </tool_call>
 Assistant turns that made calls are rendered the same way, and tool results go back in a user
 turn as <tool_response>{"name": ..., "content": ...}</tool_response>, the shape Hermes and Qwen
-models were trained on.
+models were trained on. With `example=True` a worked exchange (a request, the call, its response,
+the answer) comes before the conversation: small models never trained on tools follow a shown
+exchange where instructions alone leave them answering in words.
 
 `grammar` gives the Lark text (llguidance dialect) for a tool_choice: "required" or a named
 function allows only calls, "auto" allows free text or calls. Each call's JSON is one embedded
@@ -129,9 +131,20 @@ def system_prompt(functions: list[dict], parallel: bool = True) -> str:
             "When a function's result is given to you in <tool_response></tool_response> tags, use it to answer.")
 
 
-def render_messages(messages: list[dict], functions: list[dict], parallel: bool = True) -> list[dict]:
+EXAMPLE = [  # a function the request does not declare, so the grammar never lets the model call it
+    {"role": "user", "content": "What time is it in Tokyo?"},
+    {"role": "assistant", "content": f'{OPEN}\n{{"name": "example_get_time", "arguments": {{"timezone": "Asia/Tokyo"}}}}'
+                                     f"\n{CLOSE}"},
+    {"role": "user", "content": '<tool_response>\n{"name": "example_get_time", "content": "14:02"}\n</tool_response>'},
+    {"role": "assistant", "content": "It is 14:02 in Tokyo."},
+]
+
+
+def render_messages(messages: list[dict], functions: list[dict], parallel: bool = True,
+                    example: bool = False) -> list[dict]:
     """OpenAI chat messages (tool_calls on assistant turns, role "tool" turns) -> plain
-    {role, content} messages a tool-less chat template renders; the tools go in the system turn."""
+    {role, content} messages a tool-less chat template renders; the tools go in the system turn,
+    then the worked EXAMPLE when `example`."""
     out: list[dict] = []
     names: dict[str, str] = {}  # tool_call_id -> function name, for the tool responses
     for i, m in enumerate(messages):
@@ -172,6 +185,8 @@ def render_messages(messages: list[dict], functions: list[dict], parallel: bool 
             out[0] = {"role": "system", "content": f"{out[0]['content']}\n\n{tools_text}".lstrip()}
         else:
             out.insert(0, {"role": "system", "content": tools_text})
+        if example:
+            out[1:1] = [dict(m) for m in EXAMPLE]
     return out
 
 

@@ -28,7 +28,7 @@ async def chat(request: Request):
     calling = tool_choice != "none"
     try:
         messages = tools.render_messages(chat_messages(body.messages), functions if calling else [],
-                                         body.parallel_tool_calls)
+                                         body.parallel_tool_calls, example=server.cfg.tool_example)
     except LmlabError as e:
         raise ApiError(400, str(e), param="messages") from None
     try:
