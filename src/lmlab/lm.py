@@ -24,6 +24,7 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     seconds: float  # generation time, model loading excluded
+    incomplete: bool = False  # a constrained output (guided_*) cut off before its grammar was complete
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,14 +86,16 @@ class LM:
                  max_new_tokens: int = 256, temperature: float = 0.7,
                  stream: Callable[[str], None] | None = None, **params) -> Completion:
         """Answer one prompt. `stream(text_piece)` receives the text as it is produced; other
-        keywords are SamplingParams (top_k, top_p, min_p, seed, stop, repetition_penalty, ...)."""
+        keywords are SamplingParams (top_k, top_p, min_p, seed, stop, repetition_penalty, ...),
+        constraints included (guided_json, guided_regex, guided_choice, guided_grammar, ...)."""
         ids = self.prompt_ids(prompt, system, raw)
         sp = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, **params)
         on_delta = (lambda d: d.text and stream(d.text)) if stream else None
         t0 = time.perf_counter()
         out = self.engine.complete(ids, sp, on_delta).outputs[0]
         seconds = time.perf_counter() - t0
-        return Completion(out.text, out.token_ids, out.finish_reason, len(ids), len(out.token_ids), seconds)
+        return Completion(out.text, out.token_ids, out.finish_reason, len(ids), len(out.token_ids), seconds,
+                          out.incomplete)
 
 
 def load(spec: str | None = None, weights: str = "fp32", device: str = "cpu", compile: bool = False) -> LM:

@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from lmlab.engine import processors
+from lmlab.engine import constrained, processors
 from lmlab.engine.kv_cache import SlotCache
 from lmlab.engine.params import SamplingParams
 from lmlab.engine.stop import StopChecker
@@ -34,6 +34,7 @@ class Completion:
     logprobs: list[dict[int, float]] | None = None  # per token: {id: logprob}, chosen id included
     finish_reason: str | None = None  # "stop" | "length" | "abort" | "error" (see RequestOutput.error)
     stop_reason: str | int | None = None  # the stop string or stop token that ended it
+    incomplete: bool = False  # a constrained output cut off (length, stop string) before its grammar was complete
 
 
 @dataclass
@@ -69,11 +70,14 @@ class _Sequence:
         self.seen = torch.tensor(request.prompt, dtype=torch.long)
         self.slot = -1
         self.last_token: int | None = None
+        self.constraint = request.constraint.fork() if request.constraint is not None else None
 
 
 class _Request:
-    def __init__(self, request_id: str, prompt: list[int], params: SamplingParams, on_delta, scorer):
+    def __init__(self, request_id: str, prompt: list[int], params: SamplingParams, on_delta, scorer,
+                 constraint=None):
         self.id, self.prompt, self.params, self.on_delta, self.scorer = request_id, prompt, params, on_delta, scorer
+        self.constraint = constraint  # each sample gets its own copy (_Sequence)
         self.seqs: list[_Sequence] = []
         self.prompt_logprobs = None
         self.aborted = False
@@ -87,7 +91,7 @@ class _Request:
 def _plain_greedy(params: list[SamplingParams]) -> bool:
     """Greedy rows that no processor changes: the argmax of the raw logits is the token."""
     return all(p.greedy and p.repetition_penalty == 1 and not (p.presence_penalty or p.frequency_penalty)
-               and not p.logit_bias and not p.min_tokens for p in params)
+               and not p.logit_bias and not p.min_tokens and p.grammar is None for p in params)
 
 
 class Engine:
@@ -136,7 +140,8 @@ class Engine:
         request_id = request_id or f"req-{next(self._ids)}"
         if request_id in self.requests:
             raise LmlabError(f"duplicate request id {request_id!r}")
-        req = _Request(request_id, list(prompt), params, on_delta, scorer)
+        constraint = constrained.start(params.grammar, self.tokenizer, self.config.vocab_size)
+        req = _Request(request_id, list(prompt), params, on_delta, scorer, constraint)
         self.requests[request_id] = req
         self.waiting.append(req)
         return request_id
@@ -302,6 +307,12 @@ class Engine:
                 out.text += text
                 self._finish(seq, "stop", t, None, None, text)
                 continue
+            if seq.constraint is not None:
+                try:
+                    seq.constraint.advance(t)
+                except LmlabError as e:
+                    self._fail(seq, str(e))
+                    continue
             out.token_ids.append(t)
             seq.last_token = t
             seq.seen = torch.cat([seq.seen, torch.tensor([t])]) if p.repetition_penalty != 1 else seq.seen
@@ -312,6 +323,8 @@ class Engine:
                 out.logprobs.append(top)
             text, stopped = seq.stop.push(t)
             reason = "stop" if stopped is not None else None
+            if reason is None and seq.constraint is not None and seq.constraint.is_finished():
+                reason, text = "stop", text + seq.stop.flush()  # the grammar allows nothing more
             if reason is None and (len(out.token_ids) >= p.max_tokens
                                    or self.cache.lengths[seq.slot] + 1 >= self.config.max_seq_len):
                 reason, text = "length", text + seq.stop.flush()
@@ -363,10 +376,13 @@ class Engine:
                     s.counts[t] += 1
         logits = processors.penalise(logits, params, [s.seen for s in seqs], [s.counts for s in seqs])
         logits = processors.bias(logits, params)
+        logits = constrained.mask_logits(logits, [s.constraint for s in seqs], [s.stop_ids for s in seqs])
         return processors.warp(logits, params)
 
     def _finish(self, seq: _Sequence, reason: str, stop_reason, token, top, text: str = "") -> None:
         seq.out.finish_reason, seq.out.stop_reason = reason, stop_reason
+        if seq.constraint is not None and reason in ("stop", "length"):
+            seq.out.incomplete = not seq.constraint.is_complete()
         if seq.request.on_delta is not None:
             seq.request.on_delta(Delta(seq.request.id, seq.index, token, text, top, reason))
 
