@@ -95,7 +95,7 @@ def test_cli_generates_a_query_that_runs(bundled_folder, shop, capsys):
     from lmlab.cli.main import main
 
     assert main(["sql", "How many customers live in London?", "--db", str(shop), "--model", str(bundled_folder),
-                 "--json"]) == 0
+                 "--max-new-tokens", "64", "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)
     with sqlite3.connect(shop) as con:  # the query is a valid SELECT over the shop and its rows are sqlite's
         assert answer["rows"] == [list(r) for r in con.execute(answer["sql"]).fetchall()]
