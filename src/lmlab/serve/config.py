@@ -42,6 +42,9 @@ class ServeConfig:
     default_max_tokens: int = option(512, "chat's max_tokens when the request gives none")
     max_body_bytes: int = option(1 << 20, "largest request body (413 beyond)")
     max_embedding_batch: int = option(64, "inputs per /v1/embeddings request")
+    # tool calling
+    tool_example: bool = option(True, "show a worked tool call before the conversation when a request has tools "
+                                      "(small models call tools only after seeing one)")
 
     @property
     def model_name(self) -> str:
