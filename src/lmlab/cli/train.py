@@ -49,6 +49,7 @@ SWITCHES = {
     "--bf16": ("bf16", "bf16 autocast"),
     "--gradient-checkpointing": ("gradient_checkpointing", "recompute activations in backward"),
     "--skip-bad-rows": ("skip_bad_rows", "skip (and count) malformed data lines instead of stopping"),
+    "--strict": ("strict", "stop at a preference row that gives no usable pair (else count and skip it)"),
     "--no-progress": ("progress", "no progress bar"),
 }
 

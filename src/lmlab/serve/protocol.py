@@ -134,14 +134,42 @@ def from_validation(errors) -> ApiError:
                     if "type" in e.get("type", "") or "parsing" in e.get("type", "") else e.get("type"))
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_text(data) -> None:
+    """400 naming the first string (value or key) of a parsed body that is not valid Unicode: JSON's
+    \\ud800 escapes decode to unpaired surrogates, which no tokenizer or UTF-8 encoder accepts."""
+    stack = [((), data)]
+    while stack:  # not recursive: a deeply nested body must not overflow Python's stack
+        path, x = stack.pop()
+        items = x.items() if isinstance(x, dict) else enumerate(x) if isinstance(x, list) else ()
+        for k, v in items:
+            where = path + (str(k).encode("utf-8", "backslashreplace").decode(),)  # printable in the error
+            for s in (k, v):
+                if isinstance(s, str) and (m := _SURROGATE.search(s)):
+                    param = ".".join(where)
+                    raise ApiError(400, f"{param}: text holds an unpaired UTF-16 surrogate "
+                                        f"(\\u{ord(m.group()):04x} at character {m.start()})",
+                                   param=param, code="invalid_text")
+            if isinstance(v, (dict, list)):
+                stack.append((where, v))
+
+
 def chat_messages(messages: list[ChatMessage]) -> list[dict]:
     """Messages as dicts: text parts joined, `developer` as `system`, tool calls and tool-call ids
     kept (lmlab.apps.tools.render_messages turns them into text the template can render)."""
     out = []
-    for m in messages:
+    for i, m in enumerate(messages):
         content = m.content
         if isinstance(content, list):
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+            texts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+            bad = next((j for j, t in enumerate(texts) if not isinstance(t, str)), None)
+            if bad is not None:
+                param = f"messages.{i}.content.{bad}.text"
+                raise ApiError(400, f"{param}: a text part's text must be a string", param=param,
+                               code="invalid_type")
+            content = "".join(texts)
         d = {"role": "system" if m.role == "developer" else m.role, "content": content or ""}
         if m.tool_calls:
             d["tool_calls"] = m.tool_calls
