@@ -32,14 +32,13 @@ def tiny_inputs(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_recipe(tiny_folder, tiny_inputs):
+def tiny_recipe(tiny_folder, tiny_inputs, tiny_data):
     """dict -> a recipe (as a dict) on the tiny model; stages given override the defaults here."""
     def make(stages=("sft", "preference", "eval", "package"), name="tiny"):
         full = {
             "adapt": {"corpus": "stories:40", "general": tiny_inputs["texts"], "general_limit": 2, "max_steps": 2,
                       "batch_size": 2, "max_length": 64, "save_every": 1, "lr": 1e-3},
-            "sft": {"max_steps": 4, "batch_size": 2, "max_length": 64, "per_family": 2, "save_every": 2,
-                    "train": ["flan.eval_per_family=1"]},
+            "sft": {"data": str(tiny_data), "max_steps": 4, "batch_size": 2, "max_length": 64, "save_every": 2},
             "preference": {"data": tiny_inputs["hh"], "limit": 8, "eval_limit": 4, "max_steps": 2, "batch_size": 2,
                            "max_length": 64, "save_every": 1},
             "eval": {"hellaswag": 2, "hellaswag_data": tiny_inputs["hellaswag"], "gsm8k": 1,
