@@ -34,6 +34,9 @@ HH_RLHF = str(SHARED / "hh_rlhf_harmless_base_test.jsonl")
 HELLASWAG = str(SHARED / "hellaswag_val_dev500.jsonl")
 GSM8K = str(SHARED / "gsm8k_test_dev200.jsonl")
 WEBTEXT = str(SHARED / "webtext_sample.jsonl")
+MT_BENCH = str(SHARED / "mt_bench_questions.jsonl")
+HARMBENCH = str(SHARED / "harmbench_behaviors.jsonl")
+XSTEST = str(SHARED / "xstest_prompts.jsonl")
 
 STAGES = ("data", "adapt", "sft", "preference", "eval", "package", "serve")
 TRAINING = ("adapt", "sft", "preference")  # stages that produce a model
@@ -114,11 +117,15 @@ class EvalStage:
         "Write a haiku about the sea."])
     max_new_tokens: int = 64  # side-by-side answers and judged answers
     judge: bool = True  # win rates against the base model (lmlab.judge, when that area is installed)
-    judge_prompts: int = 16
+    judge_questions: str = MT_BENCH  # questions answered and judged (MT-Bench's first turns)
+    judge_prompts: int = 16  # the first N of them
     judge_model: Optional[str] = None  # the judge (default: the base model)
-    arena: bool = True  # Bradley-Terry ratings over every stage (lmlab.arena)
+    arena: bool = True  # Bradley-Terry ratings over every stage (lmlab.arena), from the same judgments
     safety: bool = True  # attack success and over-refusal (lmlab.safety)
-    safety_limit: int = 20
+    safety_behaviors: str = HARMBENCH
+    safety_xstest: str = XSTEST
+    safety_templates: list[str] = field(default_factory=lambda: ["direct", "prefix_injection"])
+    safety_limit: int = 20  # behaviours, and XSTest prompts of each label
     bootstrap: int = 1000  # resamples for the confidence intervals of corpus metrics
 
 

@@ -31,6 +31,10 @@ def inputs(cfg, recipe) -> list[tuple[str, str]]:
         out.append(("gsm8k data", cfg.gsm8k_data))
     if cfg.perplexity:
         out.append(("perplexity text", cfg.perplexity))
+    if (cfg.judge or cfg.arena) and available("judge"):
+        out.append(("judge questions", cfg.judge_questions))
+    if cfg.safety and available("safety"):
+        out += [("safety behaviours", cfg.safety_behaviors), ("XSTest prompts", cfg.safety_xstest)]
     return out
 
 
@@ -57,11 +61,11 @@ def run(cfg, ctx, folder: Path) -> dict:
     from lmlab.pipeline.runner import fingerprint
 
     models = ctx.models()
-    scores, answers = {}, {}
+    scores, answers, per_model = {}, {}, {}
     for stage, spec in tqdm(models, desc="eval: models", unit="model", dynamic_ncols=True):
         settings = {"eval": dataclasses.asdict(cfg), "model": spec, "seed": ctx.recipe.seed,
                     "files": fingerprint(spec) if Path(spec).exists() else None, "holdout": holdout(ctx.recipe),
-                    "engine": ctx.recipe.engine}
+                    "engine": ctx.recipe.engine, "areas": environment()}
         key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
         path = folder / "models" / f"{stage}-{key}.json"
         if path.is_file():
@@ -71,11 +75,27 @@ def run(cfg, ctx, folder: Path) -> dict:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(done, indent=1), encoding="utf-8")
         scores[stage], answers[stage] = done["metrics"], done["answers"]
+        per_model[stage] = done
     out = {"models": [s for s, _ in models], "model_paths": dict(models), "metrics": scores,
            "prompts": list(cfg.prompts), "answers": answers}
-    out["judge"] = _judge(cfg, ctx, folder, models) if cfg.judge else {"available": False, "reason": "off in the recipe"}
-    out["arena"] = _arena(cfg, ctx, folder, models) if cfg.arena else {"available": False, "reason": "off in the recipe"}
-    out["safety"] = _safety(cfg, ctx, folder, models) if cfg.safety else {"available": False, "reason": "off in the recipe"}
+    off = {"available": False, "reason": "off in the recipe"}
+    out["judge"], out["arena"] = off, off
+    if cfg.judge or cfg.arena:
+        if not available("judge"):
+            out["judge"] = out["arena"] = _missing("judge")
+        else:
+            from lmlab.pipeline.stages import judging
+
+            judged = judging.battles(cfg, ctx, folder, per_model)
+            if cfg.judge:
+                out["judge"] = judging.win_rates(judged, scores)
+            if cfg.arena:
+                out["arena"] = (judging.arena(judged, folder, cfg.bootstrap) if available("arena")
+                                else _missing("arena"))
+    out["safety"] = off
+    if cfg.safety:
+        out["safety"] = ({"available": True, "rows": [{"model": s, **per_model[s]["safety"]["row"]} for s in per_model]}
+                         if available("safety") else _missing("safety"))
     return out
 
 
@@ -106,7 +126,18 @@ def score_model(cfg, ctx, spec: str, work: Path) -> dict:
     if cfg.perplexity:
         m["perplexity"] = M.perplexity(lm, cfg.perplexity, cfg.perplexity_limit, work / "perplexity",
                                        resamples=cfg.bootstrap)
-    return {"metrics": m, "answers": generate(lm, spec, list(cfg.prompts), cfg.max_new_tokens, ctx.recipe.engine)}
+    out = {"metrics": m, "answers": generate(lm, spec, list(cfg.prompts), cfg.max_new_tokens, ctx.recipe.engine)}
+    if (cfg.judge or cfg.arena) and available("judge"):
+        from lmlab.pipeline.stages import judging
+
+        out["judge_answers"] = judging.answers(cfg, lm)
+    if cfg.safety and available("safety"):
+        from lmlab.pipeline.stages import judging
+
+        out["safety"] = judging.safety(cfg, lm, ctx.recipe.seed)
+        m["attack success (keyword)"] = out["safety"]["attack_success"]
+        m["over-refusal (XSTest safe)"] = out["safety"]["over_refusal"]
+    return out
 
 
 def generate(lm, spec: str, prompts: list[str], max_new_tokens: int, engine: str = "lmlab") -> list[str]:
@@ -132,27 +163,3 @@ def generate(lm, spec: str, prompts: list[str], max_new_tokens: int, engine: str
 
 def _missing(area: str) -> dict:
     return {"available": False, "reason": f"{AREAS[area]} is not installed in this build"}
-
-
-def _judge(cfg, ctx, folder, models) -> dict:
-    if not available("judge"):
-        return _missing("judge")
-    from lmlab.pipeline.stages import judging
-
-    return judging.win_rates(cfg, ctx, folder, models)
-
-
-def _arena(cfg, ctx, folder, models) -> dict:
-    if not available("arena"):
-        return _missing("arena")
-    from lmlab.pipeline.stages import judging
-
-    return judging.arena(cfg, ctx, folder, models)
-
-
-def _safety(cfg, ctx, folder, models) -> dict:
-    if not available("safety"):
-        return _missing("safety")
-    from lmlab.pipeline.stages import judging
-
-    return judging.safety(cfg, ctx, folder, models)
