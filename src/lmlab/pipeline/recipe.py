@@ -48,7 +48,9 @@ class DataStage:
     the evaluation sets that the eval stage uses)."""
     sft: str = "flan"  # flan (built-in tasks, written out first) or a .jsonl of instruction records
     preference: str = HH_RLHF  # preference pairs (.jsonl)
-    decontaminate: bool = True  # drop records overlapping the eval stage's test items
+    decontaminate: bool = True  # drop records sharing an n-gram with the eval stage's test items
+    ngram: int = 8  # words per n-gram (instruction records are short)
+    dedup: bool = True  # drop exact duplicates
 
 
 @dataclass

@@ -167,6 +167,11 @@ TRAINING_KEYS = ("loss", "eval_loss", "eval_accuracy", "eval_reward", "eval_kl",
 
 def _training(done: dict) -> str:
     rows = []
+    for part, c in (done.get("data", {}).get("result", {}).get("curation") or {}).items():
+        if c.get("steps"):
+            rows.append([esc("data"), esc(f"{part}: kept"), esc(c["kept"])])
+            for step, k in c.get("removed", {}).items():
+                rows.append([esc("data"), esc(f"{part}: removed by {step}"), esc(k)])
     for n in ("adapt", "sft", "preference"):
         r = done.get(n, {}).get("result")
         if not r:
