@@ -272,9 +272,9 @@ def _answers(ev: dict) -> str:
 def _resources(stages: dict) -> str:
     import matplotlib.pyplot as plt
 
-    rows = [[esc(n), esc(fmt(s.get("seconds"))), esc(fmt(s.get("peak_rss_mb"))), esc(fmt(s.get("peak_gpu_mb")))]
-            for n, s in stages.items()]
-    body = table(["stage", "seconds", "peak RSS (MiB)", "peak GPU (MiB)"], rows, "num")
+    rows = [[esc(n), esc(fmt(s.get("seconds"))), esc(fmt(s.get("cpu_seconds"))), esc(fmt(s.get("peak_rss_mb"))),
+             esc(fmt(s.get("peak_gpu_mb")))] for n, s in stages.items()]
+    body = table(["stage", "wall seconds", "CPU seconds", "peak RSS (MiB)", "peak GPU (MiB)"], rows, "num")
     ran = [(n, s) for n, s in stages.items() if s.get("seconds") is not None]  # cached: its first run
     if ran:
         fig, (a, b) = plt.subplots(1, 2, figsize=(9, 2.8))

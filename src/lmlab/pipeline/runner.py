@@ -288,7 +288,7 @@ def run_stage(name: str, ctx: Context, force: bool = False) -> dict:
     if name in TRAINING:
         d.barrier()
     cfg = getattr(ctx.recipe.stages, name)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _cpu_seconds()
     try:
         with PeakMemory() as mem:
             result = stage_module(name).run(cfg, ctx, folder)
@@ -297,7 +297,8 @@ def run_stage(name: str, ctx: Context, force: bool = False) -> dict:
         result, status, mem = {"reason": str(e)}, "unavailable", None
         print(f"stage {name}: not available ({e})")
     seconds = time.perf_counter() - t0
-    state.update(status=status, result=result, seconds=round(seconds, 2),
+    # CPU time (user + system, all threads): on a shared machine wall time depends on the load
+    state.update(status=status, result=result, seconds=round(seconds, 2), cpu_seconds=round(_cpu_seconds() - cpu0, 2),
                  peak_rss_mb=round(mem.peak / 2**20, 1) if mem else None,
                  peak_gpu_mb=round(mem.gpu_peak / 2**20, 1) if mem and mem.gpu_peak else None)
     if status == "unavailable":
@@ -313,6 +314,13 @@ def run_stage(name: str, ctx: Context, force: bool = False) -> dict:
     return {**state, "cached": False}
 
 
+def _cpu_seconds() -> float:
+    import resource
+
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime
+
+
 def _dist(recipe: Recipe):
     """One process, or torchrun's: the process group starts here so that stages can agree."""
     import os
@@ -326,7 +334,7 @@ def print_summary(ctx: Context, states: dict) -> None:
     from lmlab.report.table import print_table
 
     rows = [{"stage": n, "status": ("cached" if s.get("cached") else s["status"]) + (" (resumed)" if s.get("resumed") else ""),
-             "seconds": s.get("seconds"), "peak RSS MB": s.get("peak_rss_mb"),
+             "seconds": s.get("seconds"), "CPU seconds": s.get("cpu_seconds"), "peak RSS MB": s.get("peak_rss_mb"),
              "note": s["result"].get("reason", "") if s["status"] == "unavailable" else ""}
             for n, s in states.items()]
     print_table(rows, title=f"pipeline {ctx.recipe.name}")
