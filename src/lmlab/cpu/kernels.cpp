@@ -1,4 +1,4 @@
-// lmlab's own CPU kernels, compiled on first use by lmlab/cpu/kernels.py.
+// lmlab's own CPU kernels, compiled on first use by lmlab/model/cpu_kernels.py.
 //
 // int8_linear: y = x @ (q * scale).T for x [M, K] with few rows (decoding), int8 q [N, K] and one
 // scale per output row. Decoding a token reads every weight once, so the work is streaming q from
