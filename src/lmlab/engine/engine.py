@@ -22,7 +22,6 @@ from lmlab.engine.kv_cache import SlotCache
 from lmlab.engine.params import SamplingParams
 from lmlab.engine.stop import StopChecker
 from lmlab.errors import LmlabError
-from lmlab.model import cpu_kernels
 
 
 @dataclass
@@ -97,22 +96,19 @@ def _plain_greedy(params: list[SamplingParams]) -> bool:
 
 class Engine:
     def __init__(self, model, tokenizer, eos_token_ids: list[int] | None = None, max_batch: int = 32,
-                 compile: bool = False, prefill_tokens: int = 4096):
+                 compile: bool = False, prefill_tokens: int = 4096, compile_options: dict | None = None,
+                 greedy_pick=None):
+        """compile: torch.compile the decode step (a minute or two once, so opt-in; prefill stays
+        eager), with `compile_options` added to inductor's; greedy_pick: a fused (argmax, log-prob)
+        for plain greedy rows. Both come from a platform's speed layer (lmlab.cpu.optimize)."""
         self.model, self.tokenizer = model, tokenizer
-        self.fused_greedy = cpu_kernels.use_decode_attention(model)  # the same kernels pick greedy tokens
-        # torch.compile fuses the decode step's many small ops (the cost that dominates a small
-        # model on a CPU); it takes a minute or two once, so it is opt-in. Prefill stays eager.
-        # A low realisation threshold stops inductor from recomputing a layer's norm inside every
-        # row of the next int8 GEMV (quant.Int8Linear): 44 -> 57 tok/s for one int8 stream. The
-        # model is fixed for the engine's life, so its modules need no guards (1.5 -> 0.3 ms/step).
-        # The graph's Python wrapper checks every buffer's size and stride by default: ~1 ms of a
-        # 14 ms int8 step, for shapes that the graph itself produced. On the CPU the wrapper is
-        # compiled too (cpp_wrapper): its ~400 Python calls per step cost another 1.3-2.8 ms of
-        # 12-13.5 ms for one int8 stream (Zen 1), for about a minute more of first compilation.
-        on_cpu = all(p.device.type == "cpu" for p in model.parameters())
-        self.decode_forward = (torch.compile(model, dynamic=True, options={
-            "realize_cpu_opcount_threshold": 2, "size_asserts": False, "cpp_wrapper": on_cpu,
-            "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}) if compile else model)
+        self.greedy_pick = greedy_pick
+        # The model is fixed for the engine's life, so its modules need no guards (1.5 -> 0.3
+        # ms/step), and the graph's wrapper need not check the size and stride of buffers that the
+        # graph itself produced (~1 ms of a 14 ms int8 step).
+        options = {"size_asserts": False, "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe,
+                   **(compile_options or {})}
+        self.decode_forward = torch.compile(model, dynamic=True, options=options) if compile else model
         self.config = model.config
         self.eos = set(eos_token_ids or [])
         self.max_batch = max_batch
@@ -287,9 +283,9 @@ class Engine:
     def _advance(self, seqs: list[_Sequence], logits: torch.Tensor) -> None:
         """Process logits, choose one token per sequence, apply stop rules, stream."""
         params = [s.params for s in seqs]
-        if self.fused_greedy and _plain_greedy(params) and all(p.logprobs is None for p in params):
+        if self.greedy_pick and _plain_greedy(params) and all(p.logprobs is None for p in params):
             # argmax and its log-prob in one kernel: no [B, vocab] log-softmax to write and read
-            chosen, chosen_lps = cpu_kernels.greedy_pick(logits)
+            chosen, chosen_lps = self.greedy_pick(logits)
             logprobs = None
         else:
             logprobs = logits.log_softmax(-1)

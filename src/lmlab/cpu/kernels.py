@@ -1,4 +1,4 @@
-"""lmlab's own CPU kernels (cpu_kernels.cpp), compiled once on first use with torch's C++
+"""lmlab's own CPU kernels (kernels.cpp), compiled once on first use with torch's C++
 extension builder and cached by torch (~/.cache/torch_extensions; about 20 s on 2 cores).
 
 Where they cannot be built (no C++ compiler, no ninja) or LMLAB_NO_KERNELS=1 is set, `available()`
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
+SOURCE = Path(__file__).with_name("kernels.cpp")
 
 
 @functools.cache
@@ -71,15 +71,3 @@ def greedy_pick(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """For fp32 logits [B, V]: each row's argmax (the first, as torch.argmax) and its log-probability,
     as log_softmax + argmax + gather give, without the [B, V] log-softmax."""
     return torch.ops.lmlab_cpu.greedy_pick(logits)
-
-
-def use_decode_attention(model: torch.nn.Module) -> bool:
-    """Let a CPU model's attention layers take decode_attention for decode steps (one query per
-    row, keys from a cache), where the kernels are built; whether they now do."""
-    from lmlab.model.transformer import Attention
-
-    on = available() and all(p.device.type == "cpu" for p in model.parameters())
-    for m in model.modules():
-        if isinstance(m, Attention):
-            m.decode_kernel = on
-    return on
