@@ -106,9 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve)
 
     # Later stages own their CLI modules; each adds its subcommands to the same parser.
-    from lmlab.cli import eval as eval_cli, judge as judge_cli, scale as scale_cli, train as train_cli
+    from lmlab.cli import eval as eval_cli, judge as judge_cli, scale as scale_cli, synth as synth_cli, train as train_cli
 
-    for area in (train_cli, eval_cli, scale_cli, judge_cli):
+    for area in (train_cli, eval_cli, scale_cli, judge_cli, synth_cli):
         area.register(sub, common)
     return parser
 
