@@ -11,7 +11,7 @@ import json
 import sys
 
 
-AREAS = ("train", "eval", "scale", "data", "judge", "rag", "safety", "sql", "pipeline")  # the CLI modules of the stages beyond the core
+AREAS = ("train", "eval", "scale", "data", "synth", "judge", "rag", "safety", "sql", "pipeline")  # the CLI modules of the stages beyond the core
 
 def _sampling_args(p: argparse.ArgumentParser, temperature: float = 0.7) -> None:
     p.add_argument("--model", "-m", default=None,
