@@ -74,7 +74,7 @@ def test_a_run_writes_n_novel_records_and_a_resumed_run_equals_an_uninterrupted_
 def test_bad_seed_files_name_the_file_and_line(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"instruction": "ok"}\n{"instruction": \n')
-    with pytest.raises(LmlabError, match=r"bad.jsonl:2: not valid JSON"):
+    with pytest.raises(LmlabError, match=r"bad.jsonl:2: invalid JSON"):
         si.read_seeds(bad)
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmlab.errors import LmlabError
+from lmlab.records import iter_jsonl
 
 
 @dataclass
@@ -50,19 +51,7 @@ def load_records(source: str | Path, split: str | None = None, csv_header: bool 
 
 
 def _load_jsonl(path: Path) -> list[Record]:
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise LmlabError(f"{path}:{n}: invalid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise LmlabError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
-            out.append(Record(row, f"{path}:{n}"))
-    return out
+    return [Record(row, f"{path}:{n}") for n, row in iter_jsonl(path)]
 
 
 def _load_json(path: Path) -> list[Record]:

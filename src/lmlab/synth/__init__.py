@@ -20,7 +20,8 @@ def run(command: str, cfg: SynthConfig) -> dict:
     import json
     from pathlib import Path
 
-    from lmlab.synth.records import Output, read_jsonl
+    from lmlab.records import read_jsonl
+    from lmlab.synth.records import Output
 
     if command not in COMMANDS:
         raise LmlabError(f"unknown synth command {command!r}; choose one of {', '.join(COMMANDS)}")

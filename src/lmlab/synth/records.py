@@ -1,4 +1,4 @@
-"""Reading seed files and writing synthetic records so that a killed run resumes.
+"""Writing synthetic records so that a killed run resumes.
 
 Records go to a JSONL file one line at a time (flushed); after each round, a small progress file
 beside it (`OUT.progress.json`, written atomically) holds the round count. A resumed run reads both:
@@ -12,30 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from lmlab.errors import LmlabError
-
-
-def read_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> list[dict]:
-    """The records of a JSONL file; a broken line or a missing field names file:line."""
-    path = Path(path)
-    if not path.is_file():
-        raise LmlabError(f"{path}: no such file")
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise LmlabError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise LmlabError(f"{path}:{n}: expected a JSON object")
-            missing = [k for k in required if k not in row]
-            if missing:
-                raise LmlabError(f"{path}:{n}: missing field {', '.join(missing)}")
-            rows.append(row)
-    return rows
+from lmlab.records import read_jsonl
 
 
 class Output:

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from lmlab.errors import LmlabError
 from lmlab.synth import filters
 from lmlab.synth.novelty import NoveltyFilter
-from lmlab.synth.records import Output, read_jsonl
+from lmlab.records import read_jsonl
+from lmlab.synth.records import Output
 
 TASK_LIST_HEADER = "Come up with a series of tasks:\n\n"
 CLASSIFY_QUESTION = ("Can the following task be regarded as a classification task with finite output labels?"
