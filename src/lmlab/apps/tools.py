@@ -9,8 +9,8 @@ for calls as
     </tool_call>
 Assistant turns that made calls are rendered the same way, and tool results go back in a user
 turn as <tool_response>{"name": ..., "content": ...}</tool_response>, the shape Hermes and Qwen
-models were trained on. With `example=True` a worked exchange (a request, the call, its response,
-the answer) comes before the conversation: small models never trained on tools follow a shown
+models were trained on. With `example=True` two worked exchanges (a request, the call, its response,
+the answer) come before the conversation: small models never trained on tools follow a shown
 exchange where instructions alone leave them answering in words.
 
 `grammar` gives the Lark text (llguidance dialect) for a tool_choice: "required" or a named
@@ -131,12 +131,17 @@ def system_prompt(functions: list[dict], parallel: bool = True) -> str:
             "When a function's result is given to you in <tool_response></tool_response> tags, use it to answer.")
 
 
-EXAMPLE = [  # a function the request does not declare, so the grammar never lets the model call it
+EXAMPLE = [  # functions the request does not declare, so the grammar never lets the model call them
     {"role": "user", "content": "What time is it in Tokyo?"},
     {"role": "assistant", "content": f'{OPEN}\n{{"name": "example_get_time", "arguments": {{"timezone": "Asia/Tokyo"}}}}'
                                      f"\n{CLOSE}"},
     {"role": "user", "content": '<tool_response>\n{"name": "example_get_time", "content": "14:02"}\n</tool_response>'},
     {"role": "assistant", "content": "It is 14:02 in Tokyo."},
+    {"role": "user", "content": "How many euros is 20 dollars?"},
+    {"role": "assistant", "content": f'{OPEN}\n{{"name": "example_convert", "arguments": {{"amount": 20, "from": "USD", '
+                                     f'"to": "EUR"}}}}\n{CLOSE}'},
+    {"role": "user", "content": '<tool_response>\n{"name": "example_convert", "content": "18.4"}\n</tool_response>'},
+    {"role": "assistant", "content": "20 dollars are 18.40 euros."},
 ]
 
 

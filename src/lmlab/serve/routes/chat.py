@@ -123,7 +123,7 @@ def chat_params(server, body: ChatRequest, n_prompt: int, tool_grammar: str | No
         raise ApiError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
     params = sampling_params(body, max_tokens=max_tokens, logprobs=k if body.logprobs else None, vocab=server.vocab,
                              max_tokens_limit=server.cfg.max_tokens_limit, max_n=server.cfg.max_concurrency,
-                             tool_grammar=tool_grammar)
+                             tool_grammar=tool_grammar, default_temperature=server.cfg.default_temperature)
     return params, k
 
 
