@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     _sampling_args(g)
     g.add_argument("--raw", action="store_true", help="no chat template: continue the text as is")
     g.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
+    from lmlab.cli import structured as structured_cli
+    structured_cli.add_args(g)
     g.set_defaults(func=cmd_generate)
 
     c = sub.add_parser("chat", parents=[common], help="interactive multi-turn chat (/help inside for commands)")
@@ -116,8 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
 # ---- commands -----------------------------------------------------------------------------------
 
 def cmd_generate(args) -> int:
+    from lmlab.cli import structured as structured_cli
     from lmlab.lm import load
 
+    if structured_cli.wanted(args):
+        return structured_cli.run(args, lambda: load(args.model, args.weights, compile=args.compile))
     lm = load(args.model, args.weights, compile=args.compile)
     stream = None if args.json else (lambda s: (sys.stdout.write(s), sys.stdout.flush()))
     out = lm.generate(args.prompt, system=args.system, raw=args.raw, max_new_tokens=args.max_new_tokens,
