@@ -61,7 +61,8 @@ def test_history_renders_calls_and_responses_that_parse_back(bundled_folder):
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Weather in Paris and 2+3?"},
         {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": '{"location": "Paris"}'}},
+            {"id": "call_a", "type": "function",
+             "function": {"name": "get_weather", "arguments": '{"location": "Paris"}'}},
             {"id": "call_b", "type": "function", "function": {"name": "add", "arguments": '{"a": 2, "b": 3}'}}]},
         {"role": "tool", "tool_call_id": "call_a", "content": "18 C"},
         {"role": "tool", "tool_call_id": "call_b", "content": "5"},
