@@ -139,7 +139,10 @@ def choice(server, body: ChatRequest, c, k: int, functions: list[dict] | None = 
         if calls:
             message = {"role": "assistant", "content": content, "tool_calls": [t.to_openai() for t in calls]}
             reason = "tool_calls" if reason == "stop" else reason
-    return {"index": c.index, "message": message, "logprobs": lp, "finish_reason": reason}
+    out = {"index": c.index, "message": message, "logprobs": lp, "finish_reason": reason}
+    if getattr(c, "incomplete", False):  # cut off before its constraint was satisfied
+        out["incomplete"] = True
+    return out
 
 
 def logprobs_entry(server, token_id: int, lp: dict[int, float], k: int) -> dict:

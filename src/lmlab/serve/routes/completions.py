@@ -66,6 +66,8 @@ async def completions(request: Request):
                 lp = legacy_logprobs(server, all_ids, all_lps, 0)
             choices.append({"index": pi * body.n + c.index, "text": prompt_text + text, "logprobs": lp,
                             "finish_reason": reason})
+            if getattr(c, "incomplete", False) and mt:  # cut off before its constraint was satisfied
+                choices[-1]["incomplete"] = True
     return {"id": cid, "object": "text_completion", "created": created, "model": server.cfg.model_name,
             "choices": choices, "usage": usage(n_prompt, n_out)}
 
