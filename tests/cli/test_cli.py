@@ -35,7 +35,8 @@ def test_generate_greedy_names_paris_as_json(bundled_folder):
               "--max-new-tokens", "32")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert set(out) == {"text", "token_ids", "finish_reason", "prompt_tokens", "completion_tokens", "seconds"}
+    assert set(out) == {"text", "token_ids", "finish_reason", "prompt_tokens", "completion_tokens", "seconds",
+                        "incomplete"}
     assert "Paris" in out["text"]
     assert out["completion_tokens"] == len(out["token_ids"]) > 0
     assert out["finish_reason"] in ("stop", "length") and out["seconds"] > 0

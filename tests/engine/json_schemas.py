@@ -20,8 +20,9 @@ SCHEMAS: list[tuple[str, dict]] = [
     ("a sentiment label", obj({"sentiment": {"enum": ["positive", "negative", "neutral"]}})),
     ("a colour", {"enum": ["red", "green", "blue"]}),
     ("a rating from 1 to 5", obj({"stars": {"type": "integer", "minimum": 1, "maximum": 5}})),
-    ("a temperature in Celsius", obj({"celsius": {"type": "number", "minimum": -50, "maximum": 60}})),
-    ("a probability", obj({"p": {"type": "number", "minimum": 0, "maximum": 1}})),
+    ("a temperature in Celsius", obj({"celsius": {"type": "number", "minimum": -50, "maximum": 60,
+                                                 "multipleOf": 0.1}})),
+    ("a probability", obj({"p": {"type": "number", "minimum": 0, "maximum": 1, "multipleOf": 0.01}})),
     ("an exclusive range", obj({"x": {"type": "integer", "exclusiveMinimum": 10, "exclusiveMaximum": 20}})),
     ("three tags", obj({"tags": {"type": "array", "items": {"type": "string", "maxLength": 8},
                                  "minItems": 3, "maxItems": 3}})),
@@ -35,10 +36,10 @@ SCHEMAS: list[tuple[str, dict]] = [
     ("an id as number or string", obj({"id": {"anyOf": [INT, {"type": "string", "pattern": "^[a-z]{3}$"}]}})),
     ("an address", obj({"person": S, "address": obj({"street": S, "number": INT, "zip": {
         "type": "string", "pattern": "^[0-9]{4}$"}})})),
-    ("an order", obj({"order_id": INT, "items": {"type": "array", "maxItems": 2, "minItems": 1, "items": obj(
+    ("an order", obj({"order_id": INT, "items": {"type": "array", "maxItems": 1, "minItems": 1, "items": obj(
         {"sku": {"type": "string", "pattern": "^[A-Z]{2}[0-9]{2}$"}, "qty": {"type": "integer", "minimum": 1,
                                                                              "maximum": 9}})}})),
-    ("a point", obj({"x": {"type": "number"}, "y": {"type": "number"}})),
+    ("a point", obj({"x": {"type": "number", "multipleOf": 0.5}, "y": {"type": "number", "multipleOf": 0.5}})),
     ("a book", obj({"title": S, "year": {"type": "integer", "minimum": 1450, "maximum": 2030},
                     "genre": {"enum": ["fiction", "science", "history"]}})),
     ("a boolean flag and a count", obj({"ok": {"type": "boolean"}, "count": INT})),

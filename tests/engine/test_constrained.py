@@ -233,13 +233,15 @@ def test_structured_outputs_is_the_same_as_guided_fields():
 
 
 def test_json_whitespace_is_bounded(lm):
-    """Spaces may not run on: after `{` at most JSON_WHITESPACE's bound of blanks is allowed."""
+    """Blanks may not run on: after `{`, one line break and at most 20 spaces of indentation."""
     c = constrained.start(SamplingParams(guided_json_object=True).grammar, lm.tokenizer, lm.config.vocab_size)
+    space, newline = _tokens(lm, " ")[0], _tokens(lm, "\n")[0]
     c.advance(_tokens(lm, "{")[0])
-    one = _tokens(lm, " ")[0]
+    c.advance(newline)
+    assert not c.allowed_mask()[newline]
     n = 0
-    while c.allowed_mask()[one]:
-        c.advance(one)
+    while c.allowed_mask()[space]:
+        c.advance(space)
         n += 1
-        assert n <= 12
-    assert n == 12
+        assert n <= 20
+    assert n == 20 and not c.allowed_mask()[newline] and c.allowed_mask()[_tokens(lm, '"')[0]]

@@ -31,7 +31,8 @@ MSG = [{"role": "user", "content": "What is the weather in Paris for three days?
 
 @pytest.fixture(scope="module")
 def tiny_server(tiny_folder, tmp_path_factory):
-    s = start_server(tiny_folder, tmp_path_factory, "--max-concurrency", "8")
+    # no worked example: the random model gains nothing from it and its context is 512 tokens
+    s = start_server(tiny_folder, tmp_path_factory, "--max-concurrency", "8", "--no-tool-example")
     yield s
     s.stop()
 
@@ -68,7 +69,7 @@ def test_forced_calls_are_valid_whole_and_streamed(tiny, choice):
 
 def test_stream_deltas_have_openais_shape(tiny_server):
     body = {"model": "smollm2", "messages": MSG, "tools": TOOLS, "tool_choice": "required", "temperature": 1.0,
-            "seed": 5, "max_tokens": 200, "stream": True}
+            "seed": 5, "max_tokens": 200, "stream": True, "parallel_tool_calls": False}
     with httpx.stream("POST", tiny_server.url + "/v1/chat/completions", json=body, timeout=60) as r:
         events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
     deltas = [e["choices"][0]["delta"] for e in events if e["choices"]]
@@ -94,7 +95,7 @@ def test_history_with_tool_results_and_tool_choice_none(tiny):
                                      max_tokens=8, temperature=0)
     assert r.choices[0].message.tool_calls is None and r.choices[0].finish_reason in ("stop", "length")
     r = tiny.chat.completions.create(model="smollm2", messages=history, tools=TOOLS, tool_choice="required",
-                                     max_tokens=120, temperature=0)
+                                     max_tokens=120, temperature=0, parallel_tool_calls=False)
     check_calls(r.choices[0].message)
 
 
@@ -121,7 +122,8 @@ def test_bad_tools_are_400s_and_the_server_keeps_serving(tiny_server, extra, par
     err = r.json()["error"]
     assert err["param"] == param and words in err["message"] and err["type"] == "invalid_request_error"
     ok = httpx.post(tiny_server.url + "/v1/chat/completions", timeout=60, json={
-        "model": "smollm2", "messages": MSG, "tools": TOOLS, "tool_choice": "required", "max_tokens": 120})
+        "model": "smollm2", "messages": MSG, "tools": TOOLS, "tool_choice": "required", "max_tokens": 120,
+        "parallel_tool_calls": False})
     assert ok.status_code == 200 and ok.json()["choices"][0]["finish_reason"] == "tool_calls"
 
 
@@ -129,7 +131,8 @@ def test_bad_tools_are_400s_and_the_server_keeps_serving(tiny_server, extra, par
 
 @pytest.fixture(scope="module")
 def bundled_client(bundled_folder, tmp_path_factory):
-    s = start_server(bundled_folder, tmp_path_factory, "--default-max-tokens", "40")
+    # greedy by default: the small model's first token decides between a call and words
+    s = start_server(bundled_folder, tmp_path_factory, "--default-max-tokens", "80", "--default-temperature", "0")
     yield openai.OpenAI(base_url=s.url + "/v1", api_key="unused", max_retries=0, timeout=300)
     s.stop()
 

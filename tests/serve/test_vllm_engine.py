@@ -111,7 +111,8 @@ def test_greedy_and_top_k_map_through(fake_vllm):
 
 
 @pytest.mark.parametrize("params,word", [(SamplingParams(n=1, best_of=3), "best_of"),
-                                         (SamplingParams(typical_p=0.5), "typical_p")])
+                                         (SamplingParams(typical_p=0.5), "typical_p"),
+                                         (SamplingParams(guided_choice=["a", "b"]), "output constraints")])
 def test_what_vllm_lacks_is_refused_not_dropped(fake_vllm, params, word):
     from lmlab.serve.vllm_runner import vllm_sampling_params
 

@@ -9,8 +9,8 @@ for calls as
     </tool_call>
 Assistant turns that made calls are rendered the same way, and tool results go back in a user
 turn as <tool_response>{"name": ..., "content": ...}</tool_response>, the shape Hermes and Qwen
-models were trained on. With `example=True` a worked exchange (a request, the call, its response,
-the answer) comes before the conversation: small models never trained on tools follow a shown
+models were trained on. With `example=True` two worked exchanges (a request, the call, its response,
+the answer) come before the conversation: small models never trained on tools follow a shown
 exchange where instructions alone leave them answering in words.
 
 `grammar` gives the Lark text (llguidance dialect) for a tool_choice: "required" or a named
@@ -131,13 +131,24 @@ def system_prompt(functions: list[dict], parallel: bool = True) -> str:
             "When a function's result is given to you in <tool_response></tool_response> tags, use it to answer.")
 
 
-EXAMPLE = [  # a function the request does not declare, so the grammar never lets the model call it
-    {"role": "user", "content": "What time is it in Tokyo?"},
-    {"role": "assistant", "content": f'{OPEN}\n{{"name": "example_get_time", "arguments": {{"timezone": "Asia/Tokyo"}}}}'
-                                     f"\n{CLOSE}"},
-    {"role": "user", "content": '<tool_response>\n{"name": "example_get_time", "content": "14:02"}\n</tool_response>'},
-    {"role": "assistant", "content": "It is 14:02 in Tokyo."},
-]
+def call_block(name: str, arguments: dict) -> str:
+    return f"{OPEN}\n{json.dumps({'name': name, 'arguments': arguments}, ensure_ascii=False)}\n{CLOSE}"
+
+
+def response_block(name: str, content: str) -> str:
+    return f"<tool_response>\n{json.dumps({'name': name, 'content': content}, ensure_ascii=False)}\n</tool_response>"
+
+
+def _exchange(question: str, name: str, arguments: dict, result: str, answer: str) -> list[dict]:
+    return [{"role": "user", "content": question}, {"role": "assistant", "content": call_block(name, arguments)},
+            {"role": "user", "content": response_block(name, result)}, {"role": "assistant", "content": answer}]
+
+
+# functions the request does not declare, so the grammar never lets the model call them
+EXAMPLE = (_exchange("What time is it in Tokyo?", "example_get_time", {"timezone": "Asia/Tokyo"}, "14:02",
+                     "It is 14:02 in Tokyo.")
+           + _exchange("How many euros is 20 dollars?", "example_convert", {"amount": 20, "from": "USD", "to": "EUR"},
+                       "18.4", "20 dollars are 18.40 euros."))
 
 
 def render_messages(messages: list[dict], functions: list[dict], parallel: bool = True,
@@ -161,16 +172,14 @@ def render_messages(messages: list[dict], functions: list[dict], parallel: bool 
                     raise LmlabError(f"messages[{i}].tool_calls[{j}].function.arguments is not valid JSON: "
                                      f"{f.get('arguments')!r}") from None
                 names[tc.get("id", "")] = f["name"]
-                blocks.append(f"{OPEN}\n{json.dumps({'name': f['name'], 'arguments': args}, ensure_ascii=False)}"
-                              f"\n{CLOSE}")
+                blocks.append(call_block(f["name"], args))
             content = "\n".join(([content] if content else []) + blocks)
             out.append({"role": "assistant", "content": content})
         elif role == "tool":
             tid = m.get("tool_call_id")
             if not tid:
                 raise LmlabError(f"messages[{i}] has role 'tool' but no tool_call_id")
-            block = (f"<tool_response>\n{json.dumps({'name': names.get(tid, ''), 'content': content}, ensure_ascii=False)}"
-                     f"\n</tool_response>")
+            block = response_block(names.get(tid, ""), content)
             if out and out[-1].get("tool_turn"):  # results of parallel calls share one turn
                 out[-1]["content"] += "\n" + block
             else:

@@ -38,10 +38,11 @@ from lmlab.errors import LmlabError
 if TYPE_CHECKING:  # torch and numpy load with the engine, not with SamplingParams
     import torch
 
-# JSON whitespace: at most this much between two tokens of the JSON text, so a model cannot emit
-# spaces or newlines until max_tokens, yet indented (pretty-printed) JSON a few levels deep and
-# the usual `{"a": 1, "b": 2}` both stay allowed (constrained greedy = unconstrained greedy there).
-JSON_WHITESPACE = r"[\x20\x0A\x0D\x09]{0,12}"
+# JSON whitespace between two tokens of the JSON text: one space or tab, or a line break and an
+# indentation of at most 20, so a model cannot emit spaces or newlines until max_tokens (nor mix
+# them into `: \n\t`), yet both `{"a": 1, "b": 2}` and JSON pretty-printed 5 levels deep stay
+# allowed (constrained greedy = unconstrained greedy there).
+JSON_WHITESPACE = r"(?:[ \t]|\r?\n[ \t]{0,20})?"
 
 GUIDED_FIELDS = ("guided_json", "guided_json_object", "guided_regex", "guided_choice", "guided_grammar")
 # vLLM's StructuredOutputsParams keys -> our fields
@@ -200,10 +201,11 @@ class Constraint:
         raise NotImplementedError
 
     @classmethod
-    def allowed_masks(cls, constraints: list["Constraint"]) -> torch.Tensor:
-        """[k, V] bool for several rows (subclasses compute them in one call)."""
-        import torch
-        return torch.stack([c.allowed_mask() for c in constraints])
+    def disallowed_masks(cls, constraints: list["Constraint"]):
+        """[k, V] numpy bool, True where a token is not allowed, for several rows at once
+        (subclasses compute them in one call)."""
+        import numpy as np
+        return np.stack([~c.allowed_mask().numpy() for c in constraints])
 
 
 def start(grammar: Grammar | None, tokenizer, vocab_size: int) -> Constraint | None:
@@ -217,22 +219,31 @@ def mask_logits(logits: torch.Tensor, constraints: list[Constraint | None],
                 stop_ids: list[set[int]]) -> torch.Tensor:
     """Set the logits of tokens the row's grammar does not allow to -inf. A row's stop ids stay
     allowed only where its grammar is complete. Unconstrained rows are untouched."""
+    import numpy as np
     import torch
 
     rows = [i for i, c in enumerate(constraints) if c is not None]
     if not rows:
         return logits
     V = logits.shape[-1]
-    allowed = type(constraints[rows[0]]).allowed_masks([constraints[i] for i in rows])[:, :V]
-    if allowed.shape[-1] < V:  # logits wider than the tokenizer: the extra ids are never text
-        allowed = torch.cat([allowed, allowed.new_zeros(len(rows), V - allowed.shape[-1])], -1)
+    banned = type(constraints[rows[0]]).disallowed_masks([constraints[i] for i in rows])
+    W = min(V, banned.shape[-1])  # logits wider than the tokenizer: the extra ids are never text
     for j, i in enumerate(rows):
-        ids = [t for t in stop_ids[i] if t < V]
+        ids = [t for t in stop_ids[i] if t < W]
         if ids:
-            allowed[j, ids] = constraints[i].is_complete()
-    allowed = allowed.to(logits.device)
+            banned[j, ids] = not constraints[i].is_complete()
+    if logits.device.type == "cpu" and logits.is_contiguous():
+        # numpy, row by row in place: one thread, no [B, V] temporaries (torch's masked_fill
+        # on index-selected rows copies them twice and wakes its thread pool for each op)
+        arr = logits.numpy()
+        for j, i in enumerate(rows):
+            np.copyto(arr[i, :W], -np.inf, where=banned[j, :W])
+            arr[i, W:] = -np.inf
+        return logits
+    full = torch.ones(len(rows), V, dtype=torch.bool)
+    full[:, :W] = torch.from_numpy(banned[:, :W])
     idx = torch.tensor(rows, device=logits.device)
-    logits[idx] = logits[idx].masked_fill(~allowed, float("-inf"))
+    logits[idx] = logits[idx].masked_fill(full.to(logits.device), float("-inf"))
     return logits
 
 
@@ -278,27 +289,27 @@ class LLGuidanceConstraint(Constraint):
         self.eos = [t for t in lltok.eos_tokens]
 
     def allowed_mask(self) -> torch.Tensor:
-        return self.allowed_masks([self])[0]
+        import torch
+        return torch.from_numpy(~self.disallowed_masks([self])[0])
 
     @classmethod
-    def allowed_masks(cls, constraints: list["LLGuidanceConstraint"]) -> torch.Tensor:
+    def disallowed_masks(cls, constraints: list["LLGuidanceConstraint"]):
         import numpy as np
-        import torch
 
         V = constraints[0].lltok.vocab_size
         words = (V + 31) // 32
         # llguidance.torch's fill_next_token_bitmask_par without importing its torch.compile'd code
-        bits = torch.zeros(len(constraints), words, dtype=torch.int32)
+        bits = np.zeros((len(constraints), words), dtype=np.int32)
         _executor().unsafe_compute_mask_ptr([(c.matcher, i) for i, c in enumerate(constraints)],
-                                            bits.data_ptr(), words * 4, len(constraints))
+                                            bits.ctypes.data, words * 4, len(constraints))
         for c in constraints:
             if c.matcher.is_error():
                 raise LmlabError(f"constraint ({c.grammar.kind}) failed: {c.matcher.get_error()}")
-        # bit b of int32 word w is token 32w + b; little-endian bytes, so unpack bits low first
-        allowed = np.unpackbits(bits.numpy().view(np.uint8), axis=1, bitorder="little")[:, :V]
-        allowed = torch.from_numpy(allowed).bool()
-        allowed[:, constraints[0].eos] = False
-        return allowed
+        # bit b of int32 word w is token 32w + b (little-endian bytes: unpack low bits first);
+        # inverted first, so a set bit is a banned token
+        banned = np.unpackbits(np.invert(bits).view(np.uint8), axis=1, bitorder="little")[:, :V].view(bool)
+        banned[:, constraints[0].eos] = True  # ends are mask_logits' business (the row's stop ids)
+        return banned
 
     def advance(self, token: int) -> None:
         if not self.matcher.consume_token(token):

@@ -106,7 +106,8 @@ class SamplingParams:
         _check(all(-100 <= v <= 100 or v == float("-inf") for v in self.logit_bias.values()),
                f"logit_bias values must be in [-100, 100] (OpenAI's range) or -inf (a ban), got {self.logit_bias!r}")
         from lmlab.engine.constrained import compile_params
-        self.grammar = compile_params(self)  # validated up front: a bad constraint is an error here
+        # the validated constrained.Grammar (None: unconstrained); a bad constraint is an error here
+        self.grammar = compile_params(self)
 
     @property
     def greedy(self) -> bool:

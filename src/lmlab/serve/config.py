@@ -45,6 +45,8 @@ class ServeConfig:
     max_prompt_tokens: Optional[int] = option(None, "longest prompt in tokens (default: the model's context - 1)")
     max_tokens_limit: int = option(2048, "largest max_tokens a request may ask for")
     default_max_tokens: int = option(512, "chat's max_tokens when the request gives none")
+    default_temperature: Optional[float] = option(None, "temperature when the request gives none (default 1, "
+                                                        "OpenAI's; 0 makes such requests greedy)")
     max_body_bytes: int = option(1 << 20, "largest request body (413 beyond)")
     max_embedding_batch: int = option(64, "inputs per /v1/embeddings request")
     # tool calling

@@ -226,8 +226,8 @@ def constraint(body: _Sampling) -> tuple[str, dict] | None:
 
 
 def sampling_params(body: _Sampling, *, max_tokens: int, logprobs: int | None, vocab: int, max_tokens_limit: int,
-                    max_n: int, prompt_logprobs: int | None = None,
-                    tool_grammar: str | None = None) -> SamplingParams:
+                    max_n: int, prompt_logprobs: int | None = None, tool_grammar: str | None = None,
+                    default_temperature: float | None = None) -> SamplingParams:
     """The engine's SamplingParams for a chat or completion request, every value checked (400
     naming the field). The output constraint (response_format, guided_*, structured_outputs, or
     `tool_grammar` for tool calls) is compiled here too, so a bad one is a 400 before admission."""
@@ -255,6 +255,8 @@ def sampling_params(body: _Sampling, *, max_tokens: int, logprobs: int | None, v
               logit_bias=bias, stop=body.stop or [], stop_token_ids=body.stop_token_ids or [],
               ignore_eos=body.ignore_eos, min_tokens=body.min_tokens, logprobs=logprobs,
               prompt_logprobs=prompt_logprobs, watermark=body.watermark)
+    if default_temperature is not None:
+        kw["temperature"] = default_temperature
     for name in ("temperature", "top_p", "top_k", "min_p", "repetition_penalty"):
         if getattr(body, name) is not None:
             kw[name] = getattr(body, name)

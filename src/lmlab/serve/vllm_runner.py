@@ -41,6 +41,9 @@ def vllm_sampling_params(p: SamplingParams, vllm):
         raise LmlabError(f"best_of={p.best_of} > n is not supported by the vllm engine; use --engine lmlab")
     if p.typical_p < 1:
         raise LmlabError("typical_p is not supported by the vllm engine; use --engine lmlab")
+    if p.grammar is not None:  # vLLM's guided-decoding API differs between its versions
+        raise LmlabError(f"output constraints ({p.grammar.kind}: response_format, guided_*, tools) are not passed "
+                         "to the vllm engine; use --engine lmlab")
     return vllm.SamplingParams(
         n=p.n, max_tokens=p.max_tokens, min_tokens=p.min_tokens, temperature=p.temperature, top_p=p.top_p,
         top_k=p.top_k or -1,  # "off" is -1 in every vLLM version (0 only in recent ones)

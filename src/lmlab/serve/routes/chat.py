@@ -123,7 +123,7 @@ def chat_params(server, body: ChatRequest, n_prompt: int, tool_grammar: str | No
         raise ApiError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
     params = sampling_params(body, max_tokens=max_tokens, logprobs=k if body.logprobs else None, vocab=server.vocab,
                              max_tokens_limit=server.cfg.max_tokens_limit, max_n=server.cfg.max_concurrency,
-                             tool_grammar=tool_grammar)
+                             tool_grammar=tool_grammar, default_temperature=server.cfg.default_temperature)
     return params, k
 
 
@@ -139,7 +139,10 @@ def choice(server, body: ChatRequest, c, k: int, functions: list[dict] | None = 
         if calls:
             message = {"role": "assistant", "content": content, "tool_calls": [t.to_openai() for t in calls]}
             reason = "tool_calls" if reason == "stop" else reason
-    return {"index": c.index, "message": message, "logprobs": lp, "finish_reason": reason}
+    out = {"index": c.index, "message": message, "logprobs": lp, "finish_reason": reason}
+    if getattr(c, "incomplete", False):  # cut off before its constraint was satisfied
+        out["incomplete"] = True
+    return out
 
 
 def logprobs_entry(server, token_id: int, lp: dict[int, float], k: int) -> dict:

@@ -26,7 +26,8 @@ async def completions(request: Request):
         raise ApiError(400, "echo and max_tokens=0 are not supported with stream", param="stream")
     params = sampling_params(body, max_tokens=max(mt, 1), logprobs=k, vocab=server.vocab,
                              max_tokens_limit=server.cfg.max_tokens_limit, max_n=server.cfg.max_concurrency,
-                             prompt_logprobs=k if (body.echo and k is not None) else None)
+                             prompt_logprobs=k if (body.echo and k is not None) else None,
+                             default_temperature=server.cfg.default_temperature)
     cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     jobs = [server.admit(p, params, len(prompts) - i, body.stream) for i, p in enumerate(prompts)]
     n_prompt = sum(map(len, prompts))
@@ -65,6 +66,8 @@ async def completions(request: Request):
                 lp = legacy_logprobs(server, all_ids, all_lps, 0)
             choices.append({"index": pi * body.n + c.index, "text": prompt_text + text, "logprobs": lp,
                             "finish_reason": reason})
+            if getattr(c, "incomplete", False) and mt:  # cut off before its constraint was satisfied
+                choices[-1]["incomplete"] = True
     return {"id": cid, "object": "text_completion", "created": created, "model": server.cfg.model_name,
             "choices": choices, "usage": usage(n_prompt, n_out)}
 
