@@ -129,15 +129,17 @@ def test_greedy_continuation_equals_transformers_generate(pair, tok, name):
 
 @pytest.mark.parametrize("fmt", ["fp32", "int8", "int8-reduction"])
 def test_compiled_decoding_gives_the_eager_tokens(model, tok, fmt, monkeypatch):
-    # int8 one-row decoding takes a different matmul when compiled on AVX-512 CPUs
-    # (quant.Int8Linear's reduction); "int8-reduction" forces it whatever this CPU is
+    # int8 one-row decoding takes a different matmul when compiled on AVX-512 CPUs (the CPU speed
+    # layer's reduction, lmlab.cpu.int8); "int8-reduction" forces it whatever this CPU is
     import copy
 
+    from lmlab.cpu import int8
     from lmlab.model import quant
 
-    if fmt == "int8-reduction":
-        monkeypatch.setattr(quant, "GEMV_ROWS", 1)
     m = quant.convert_weights(copy.deepcopy(model), fmt.split("-")[0])
+    if fmt == "int8-reduction":
+        monkeypatch.setattr(int8, "GEMV_ROWS", 1)
+        assert int8.use_cpu_int8(m)
     params = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
     for prompts in ([PROMPTS[0]], PROMPTS[:3]):
         eager = [o.outputs[0].token_ids for o in Engine(m, tok).generate(prompts, params)]
