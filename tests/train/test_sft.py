@@ -47,8 +47,8 @@ def test_packed_rows_give_the_padded_loss(tiny_folder, examples):
 def test_lora_loss_and_gradients_are_the_same_with_the_frozen_head_through_onednn(tiny_folder, examples,
                                                                                monkeypatch):
     """Under LoRA the output layer is frozen, so where oneDNN is preferred it goes through
-    quant.frozen_linear; neither the loss nor the adapters' gradients may change."""
-    from lmlab.model import quant
+    lmlab.cpu.onednn; neither the loss nor the adapters' gradients may change."""
+    from lmlab.cpu import features, optimize
     from lmlab.model.peft.lora import apply_lora
 
     model = load_model(tiny_folder)
@@ -56,7 +56,9 @@ def test_lora_loss_and_gradients_are_the_same_with_the_frozen_head_through_onedn
     batch = sft.collate(examples[:4], 0)
     results = []
     for onednn in (False, True):
-        monkeypatch.setattr(quant, "onednn_preferred", lambda: onednn)
+        if onednn:  # the plain layers first, then the speed layer applied as a Trainer applies it
+            monkeypatch.setattr(features, "onednn_preferred", lambda: True)
+            optimize(model, "cpu", "train")
         model.zero_grad()
         total, _, _ = sft.loss(model, batch)
         total.backward()

@@ -12,6 +12,7 @@ import argparse
 FLAGS = {
     "--model": ("model", str, "bundled name, HF folder, .gguf or hub id (default: bundled smollm2)"),
     "--data": ("data", str, "training data (.jsonl, .json, .parquet, .csv, hf:NAME[:SPLIT], or flan: built-in tasks)"),
+    "--init": ("pretrain.init", str, "pretrain: continue from these weights (domain-adaptive pretraining)"),
     "--eval-data": ("eval_data", str, "held-out data evaluated during training"),
     "--holdout-tasks": ("flan.holdout", lambda s: [x.strip() for x in s.split(",") if x.strip()],
                         "with --data flan: task clusters kept out of training and scored before/after"),

@@ -18,7 +18,7 @@ from lmlab.errors import LmlabError
 from lmlab.serve.config import ServeConfig
 from lmlab.serve.guard import Guard, ReadTimeoutH11
 from lmlab.serve.protocol import ApiError, from_validation
-from lmlab.serve.routes import chat, completions, embeddings, health, tokenize
+from lmlab.serve.routes import chat, completions, embeddings, health, rag, tokenize
 from lmlab.serve.server import Server
 
 __all__ = ["ServeConfig", "create_app", "serve"]
@@ -40,7 +40,7 @@ def create_app(runner, config: ServeConfig | None = None) -> FastAPI:
     app = FastAPI(title="lmlab", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.server = server
     app.state.config, app.state.metrics = server.cfg, server.metrics
-    for area in (chat, completions, embeddings, tokenize, health):
+    for area in (chat, completions, embeddings, tokenize, health, rag):
         app.include_router(area.router)
     _add_error_handlers(app)
     app.add_middleware(Guard, config=server.cfg)  # Host, content type, 500s that keep the connection

@@ -4,6 +4,7 @@ RL from a reward model (ppo, grpo, rsft) is in `lmlab.train.rl`."""
 
 from __future__ import annotations
 
+from lmlab.cpu import optimize
 from lmlab.errors import LmlabError
 from lmlab.train import data as D
 from lmlab.train.config import TrainConfig
@@ -97,6 +98,7 @@ def _reference(cfg: TrainConfig, device):
     from lmlab.model.io.resolve import resolve
 
     ref = load_model(resolve(cfg.dpo.reference or cfg.model)).to(device).eval()
+    optimize(ref, device, "train")  # frozen: its products may take the CPU's faster path
     for p in ref.parameters():
         p.requires_grad_(False)
     return ref

@@ -107,6 +107,9 @@ class PretrainConfig:
     capacity_factor: float = 1.25
     aux_loss_coef: float = 0.01
     tokenizer: str | None = None  # model/tokenizer folder; "bpe:N": train an N-token BPE on the corpus; None: bundled
+    # Continued (domain-adaptive) pretraining: start from these weights (bundled name, HF folder, .gguf
+    # or hub id) with their tokenizer; `method` (full or lora) says what trains. None: a fresh model.
+    init: str | None = None
     val_fraction: float = 0.02  # documents held out for eval_loss
     peak_flops: float = 0.0  # FLOP/s that MFU is measured against; 0: measure a matmul on this machine
     samples: list[str] = field(default_factory=lambda: ["Once upon a time"])  # prompts continued at the end

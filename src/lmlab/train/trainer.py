@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from lmlab.cpu import optimize
 from lmlab.errors import LmlabError
 from lmlab.train import checkpoint
 from lmlab.train.config import TrainConfig
@@ -62,6 +63,7 @@ class Trainer:
         self.d = d or setup(cfg.device)
         self.out = Path(cfg.output)
         self.model = model.to(self.d.device)
+        optimize(model, self.d.device, "train")  # the CPU speed layer, where it applies
         model.gradient_checkpointing = cfg.gradient_checkpointing
         self.module = wrap(_Objective(model, loss_fn), self.d, cfg.distributed)
         self.params = params or [p for p in self.module.parameters() if p.requires_grad]
