@@ -243,3 +243,36 @@ def test_no_key_refuses_a_public_host():
     r = subprocess.run([sys.executable, "-m", "lmlab.cli.main", "serve", "--host", "0.0.0.0", "--port", "1"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "without an API key" in r.stderr
+
+
+def rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise KeyError("VmRSS")
+
+
+def test_kv_memory_goes_back_after_a_large_request(server):
+    """n x (prompt + max_tokens) slots are reserved at admission; once the request is over and
+    the server idle, the cache is back to its idle size (not the largest request's)."""
+    idle, idle_rss = metric(server, "lmlab_kv_cache_bytes"), rss_mb(server.proc.pid)
+    body = {**OK_CHAT, "n": 8, "max_tokens": 2048, "temperature": 1.0, "ignore_eos": True, "stream": True}
+    with httpx.stream("POST", server.url + CHAT, json=body, timeout=60) as r:
+        lines = r.iter_lines()  # kept alive: closing it would end the stream
+        assert next(lines).startswith("data: ")
+        deadline = time.time() + 60
+        while time.time() < deadline and metric(server, "lmlab_running_sequences") < 8:
+            time.sleep(0.05)
+        big = metric(server, "lmlab_kv_cache_bytes")
+        peak_rss = rss_mb(server.proc.pid)
+    deadline = time.time() + 20
+    while time.time() < deadline and (metric(server, "lmlab_queue_depth") or
+                                      metric(server, "lmlab_kv_cache_bytes") > big / 20):
+        time.sleep(0.1)
+    after = metric(server, "lmlab_kv_cache_bytes")
+    # per token and row the bundled model caches 2 x 30 layers x 3 heads x 64 values
+    assert big >= 8 * 2048 * 2 * 30 * 3 * 64 * 2 and after < big / 20, (idle, big, after)
+    after_rss = rss_mb(server.proc.pid)
+    print(f"KV cache {idle / 1e6:.0f} -> {big / 1e6:.0f} -> {after / 1e6:.0f} MB; server RSS {idle_rss:.0f} -> "
+          f"{peak_rss:.0f} -> {after_rss:.0f} MB")
+    assert after_rss < peak_rss - 0.5 * big / 2**20  # and the process gives the memory back to the machine

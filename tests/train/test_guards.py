@@ -33,7 +33,10 @@ def toy_batches(n: int = 64, batch: int = 8, noise: float = 0.3) -> Batches:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch)).tolist()
         return [order[i:i + batch] for i in range(0, n, batch)]
 
-    return Batches(examples, plan, lambda ex: {"x": torch.stack([e[0] for e in ex]), "y": torch.stack([e[1] for e in ex])})
+    def collate(ex):
+        return {"x": torch.stack([e[0] for e in ex]), "y": torch.stack([e[1] for e in ex])}
+
+    return Batches(examples, plan, collate)
 
 
 def mse(model, batch):

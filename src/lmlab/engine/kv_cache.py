@@ -4,7 +4,9 @@
 - KVCache: every row has the same length (a left-padded batch, beam search).
 - SlotCache: each row ("slot") has its own length, so sequences can join and leave a running
   batch between steps (continuous batching). Buffers are preallocated and grown rarely:
-  a torch.cat per layer per token would dominate small-model decoding.
+  a torch.cat per layer per token would dominate small-model decoding. They are given back
+  when no row is in use (`release`, and `reserve` from an idle cache), so memory follows the
+  work running rather than the largest request ever served.
 """
 
 from __future__ import annotations
@@ -78,11 +80,34 @@ class SlotCache:
 
     def reserve(self, slots: int, max_len: int) -> None:
         """Make room for `slots` rows of `max_len` tokens. Both dimensions at least double when they
-        grow (never shrink): requests admitted one at a time then copy the cache O(log n) times,
-        not once per request."""
+        grow: requests admitted one at a time then copy the cache O(log n) times, not once per
+        request. With no row in use, a cache more than 4x larger than asked for is replaced by
+        one of the size asked for (the factor keeps alternating sizes from reallocating each time)."""
         have_slots, have_len = self.k[0].shape[0], self.k[0].shape[2]
-        if slots > have_slots or max_len > have_len:
+        if self.active == 0 and slots * max_len * 4 < have_slots * have_len:
+            self._fresh(slots, max_len)
+        elif slots > have_slots or max_len > have_len:
             self._allocate(_grow(slots, have_slots), _grow(max_len, have_len))
+
+    def release(self) -> None:
+        """Give the buffers back (down to one short row) when no row is in use."""
+        if self.active == 0 and self.nbytes > self._bytes(1, 256):
+            self._fresh(1, 256)
+            if torch.device(self.device).type == "cpu":
+                _trim_heap()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the buffers hold."""
+        return sum(t.numel() * t.element_size() for t in self.k + self.v)
+
+    def _bytes(self, slots: int, max_len: int) -> int:
+        c, size = self.config, torch.empty((), dtype=self.dtype).element_size()
+        return 2 * c.n_layers * slots * c.n_kv_heads * max_len * c.head_dim * size
+
+    def _fresh(self, slots: int, max_len: int) -> None:
+        self.k, self.v, self.lengths = [], [], []  # dropped before the new buffers are made
+        self._allocate(slots, max_len)
 
     # ---- slots ----
 
@@ -143,3 +168,15 @@ class SlotCache:
 
 def _grow(need: int, have: int) -> int:
     return have if need <= have else max(need, 2 * have)
+
+
+def _trim_heap() -> None:
+    """glibc keeps freed blocks below its mmap threshold (which rises to 32 MB as big blocks are
+    freed) in the process's heap: without a trim the memory is free for Python but not for the
+    rest of the machine."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass

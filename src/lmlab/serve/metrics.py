@@ -39,7 +39,8 @@ class Metrics:
         self.requests[(known, status)] += 1
         self.http.observe(seconds)
 
-    def render(self, pending: int, running: int, waiting: int, steps: int, step_errors: int) -> str:
+    def render(self, pending: int, running: int, waiting: int, steps: int, step_errors: int,
+               kv_cache_bytes: int = 0) -> str:
         out = ["# HELP lmlab_requests_total HTTP requests by path and status", "# TYPE lmlab_requests_total counter"]
         out += [f'lmlab_requests_total{{path="{p}",status="{s}"}} {n}' for (p, s), n in sorted(self.requests.items())]
         for name, help, v, kind in [
@@ -52,6 +53,7 @@ class Metrics:
             ("lmlab_queue_depth", "requests in flight (admitted, not finished)", pending, "gauge"),
             ("lmlab_running_sequences", "sequences in the engine's batch", running, "gauge"),
             ("lmlab_waiting_requests", "requests waiting for a batch slot", waiting, "gauge"),
+            ("lmlab_kv_cache_bytes", "bytes the engine's KV cache holds", kv_cache_bytes, "gauge"),
         ]:
             out += [f"# HELP {name} {help}", f"# TYPE {name} {kind}", f"{name} {v}"]
         out += self.http.lines("lmlab_http_request_seconds", "HTTP request latency")

@@ -50,6 +50,7 @@ class EngineRunner:
         self.step_errors = 0
         self.running = 0  # sequences in the engine's batch after the last step (for /metrics)
         self.waiting = 0
+        self.kv_cache_bytes = 0
 
     def start(self) -> "EngineRunner":
         self.thread.start()
@@ -169,6 +170,9 @@ class EngineRunner:
                 time.sleep(0.01)
                 continue
             self.steps += 1
+            if not self.engine.has_unfinished() and not self._held:
+                self.engine.cache.release()  # idle: the KV memory of the last requests goes back
+            self.kv_cache_bytes = self.engine.cache.nbytes  # set first: a reader seeing `running` sees it
             self.running, self.waiting = len(self.engine.running), len(self.engine.waiting) + len(self._held)
             for out in outputs:
                 # a request whose own values broke its row failed alone; the others go on

@@ -48,7 +48,8 @@ async def prom(request: Request):
     server = request.app.state.server
     server.check_key(request)
     r = server.runner
-    return PlainTextResponse(server.metrics.render(server.pending, r.running, r.waiting, r.steps, r.step_errors),
+    return PlainTextResponse(server.metrics.render(server.pending, r.running, r.waiting, r.steps, r.step_errors,
+                                                   getattr(r, "kv_cache_bytes", 0)),
                              media_type="text/plain; version=0.0.4")
 
 
