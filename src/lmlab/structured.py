@@ -177,9 +177,9 @@ def generate_batch(lm, prompts: list[str | list[dict]], specs: Spec | list[Spec]
     results: list[Result | None] = [None] * len(prompts)
     todo = list(range(len(prompts)))
     for _ in range(1 + repair):
-        params = [SamplingParams(max_tokens=max_new_tokens, temperature=temperature,
-                                 **(specs[k].params() if constrained else {}), **params) for k in todo]
-        outs = lm.engine.generate([lm.prompt_ids(conversations[k]) for k in todo], params)
+        round_params = [SamplingParams(max_tokens=max_new_tokens, temperature=temperature,
+                                       **(specs[k].params() if constrained else {}), **params) for k in todo]
+        outs = lm.engine.generate([lm.prompt_ids(conversations[k]) for k in todo], round_params)
         failed = []
         for k, request in zip(todo, outs):
             out = request.outputs[0]
