@@ -165,8 +165,8 @@ class LocalBackend(Backend):
     def _ids(self, conversation: Conversation) -> list[int]:
         ids = self.lm.prompt_ids(conversation)
         ctx = self.lm.config.max_seq_len
-        if len(ids) >= ctx:  # keep the end: the judge's question and the verdict format
-            ids = ids[-(ctx - 600):]
+        if len(ids) >= ctx:  # keep the end (the verdict format), leaving room for the judgment
+            ids = ids[-max(1, ctx - 600):]
         return ids
 
     def _run(self, items, params, done, read: Callable):
