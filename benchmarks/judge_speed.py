@@ -58,6 +58,7 @@ def bench_judge(args):
         rows.append({"judge": name, "pairs": len(ps), "judgments": 2 * len(ps), "seconds": round(dt, 1),
                      "judgments/s": round(2 * len(ps) / dt, 2),
                      "parse failures": sum((g1 is None) + (g2 is None) for g1, g2 in verdicts[name])})
+        print(f"{name}: {dt:.1f} s", file=sys.stderr, flush=True)
     same = sum(a == b for a, b in zip(*verdicts.values()))
     return rows, rows[1]["seconds"] / rows[0]["seconds"], same, len(ps)
 

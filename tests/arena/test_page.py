@@ -61,11 +61,76 @@ def test_page_is_served(client):
     assert "/api/vote" in html and "Both are bad" in html
 
 
-def test_page_in_headless_chromium(client):
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Chromium:
+    """Headless Chromium driven over the DevTools protocol (websocket-client; no playwright)."""
+
+    def __init__(self, exe, profile):
+        import subprocess
+        import time
+
+        self.proc = subprocess.Popen([exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                                      f"--user-data-dir={profile}", "--remote-debugging-port=0",
+                                      "--remote-allow-origins=*", "about:blank"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.time() + 60
+        while not port_file.exists() or not port_file.read_text().strip():
+            if time.time() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("chromium did not start")
+            time.sleep(0.2)
+        port = int(port_file.read_text().split()[0])
+        import httpx
+        import websocket
+
+        while True:
+            try:
+                pages = [t for t in httpx.get(f"http://127.0.0.1:{port}/json/list").json() if t["type"] == "page"]
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        self.ws = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=60)
+        self.n = 0
+
+    def call(self, method, **params):
+        import json
+
+        self.n += 1
+        self.ws.send(json.dumps({"id": self.n, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") == self.n:
+                return msg.get("result", {})
+
+    def eval(self, js):
+        return self.call("Runtime.evaluate", expression=js, returnByValue=True).get("result", {}).get("value")
+
+    def wait(self, js, seconds=60):
+        import time
+
+        deadline = time.time() + seconds
+        while not self.eval(js):
+            assert time.time() < deadline, f"timed out waiting for {js}"
+            time.sleep(0.2)
+
+    def close(self):
+        self.ws.close()
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def test_page_in_headless_chromium(client, tmp_path):
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
         pytest.skip("chromium is not installed (Debian: apt-get install chromium); the page was tested over HTTP only")
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    pytest.importorskip("websocket", reason="websocket-client is not installed (drives Chromium's DevTools)")
     import threading
 
     import uvicorn
@@ -73,17 +138,24 @@ def test_page_in_headless_chromium(client):
     from lmlab.arena.page import create_app
 
     _, db = client
-    server = uvicorn.Server(uvicorn.Config(create_app(QUESTIONS, ANSWERS, db, seed=1), port=8765, log_level="error"))
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(QUESTIONS, ANSWERS, db, seed=1), port=port, log_level="error"))
     threading.Thread(target=server.run, daemon=True).start()
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    browser = Chromium(exe, profile)
     try:
-        with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=exe, headless=True)
-            page = browser.new_page()
-            page.goto("http://127.0.0.1:8765/")
-            page.wait_for_function("document.getElementById('answer_a').textContent.length > 0")
-            page.click("button[data-vote=A]")
-            page.wait_for_function("document.getElementById('result').textContent.includes('Model A:')")
-            browser.close()
-        assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM votes").fetchone()[0] == 1
+        browser.call("Page.enable")
+        browser.call("Page.navigate", url=f"http://127.0.0.1:{port}/")
+        browser.wait("document.getElementById('answer_a') && document.getElementById('answer_a').textContent.length > 0")
+        shown = browser.eval("document.body.innerText")
+        assert not any(f"Model A: {m}" in shown for m in ANSWERS)  # anonymous until the vote
+        browser.eval("document.querySelector('button[data-vote=A]').click()")
+        browser.wait("document.getElementById('result').textContent.includes('Model A:')")
+        result = browser.eval("document.getElementById('result').textContent")
     finally:
+        browser.close()
         server.should_exit = True
+    (winner,) = sqlite3.connect(db).execute(
+        "SELECT b.model_a FROM votes v JOIN battles b ON b.id = v.battle_id WHERE v.winner = 'model_a'").fetchone()
+    assert result.startswith(f"Model A: {winner}")

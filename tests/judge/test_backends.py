@@ -151,3 +151,11 @@ def test_local_backend_batches_and_scores_options_exactly(bundled_lm, tmp_path):
     ten = bundled_lm.tokenizer.encode("10", add_special_tokens=False)
     expect = sum(lp[len(ids) - 1 + i, t].item() for i, t in enumerate(ten))
     assert lps["10"] == pytest.approx(expect, abs=1e-3)
+
+
+def test_constrained_verdicts_reach_the_endpoint_only_when_it_takes_them(fake):
+    choice = ["[[A]]", "[[B]]", "[[C]]"]
+    EndpointBackend(fake.url, "m", cache=None, guided=True).complete(convs("q"), choice=choice)
+    assert fake.requests[-1]["body"]["guided_choice"] == choice
+    EndpointBackend(fake.url, "m", cache=None).complete(convs("q"), choice=choice)
+    assert "guided_choice" not in fake.requests[-1]["body"]

@@ -84,3 +84,16 @@ def test_pairwise_with_a_local_judge_end_to_end(tmp_path, capsys, shared_data, t
     assert len(rows) == 2 and all(r["winner"] in ("model_a", "model_b", "tie", "error") for r in rows)
     code, out2, _ = run(capsys, *argv)  # from the cache, the same verdicts
     assert json.loads(out2) == res
+
+
+def test_single_and_geval_with_a_local_judge(tmp_path, capsys, shared_data, tiny_chat_folder):
+    a = tmp_path / "answers.jsonl"
+    a.write_text("".join(json.dumps({"question_id": q, "model": "m", "answer": "An answer."}) + "\n" for q in (81, 82)))
+    common = ["--questions", str(shared_data / "mt_bench_questions.jsonl"), "--limit", "2", "--answers", str(a),
+              "--judge-model", str(tiny_chat_folder), "--no-cache", "--json"]
+    code, out, _ = run(capsys, "judge", "single", "--geval", *common)
+    (row,) = json.loads(out)
+    assert code == 0 and 1 <= row["score"] <= 10 and row["graded"] == 2
+    code, out, _ = run(capsys, "judge", "single", "--judge-max-tokens", "8", *common)
+    (row,) = json.loads(out)
+    assert row["graded"] + row["parse failures"] == 2

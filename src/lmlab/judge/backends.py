@@ -157,15 +157,16 @@ class LocalBackend(Backend):
         self.lm, self.progress = lm, progress
         self.max_batch = max_batch or lm.engine.max_batch
         self.name = name or (lm.folder.name if lm.folder else "local")
-        self.identity = {"local": str(lm.folder) if lm.folder else self.name}
         self._fields = {f.name for f in dataclasses.fields(SamplingParams)}
         self.guided = "guided_choice" in self._fields
+        # constrained and free verdicts differ, so they are cached apart
+        self.identity = {"local": str(lm.folder) if lm.folder else self.name, "guided": self.guided}
 
     def _ids(self, conversation: Conversation) -> list[int]:
         ids = self.lm.prompt_ids(conversation)
         ctx = self.lm.config.max_seq_len
-        if len(ids) >= ctx:  # keep the end: the judge's question and the verdict format
-            ids = ids[-(ctx - 600):]
+        if len(ids) >= ctx:  # keep the end (the verdict format), leaving room for the judgment
+            ids = ids[-max(1, ctx - 600):]
         return ids
 
     def _run(self, items, params, done, read: Callable):
@@ -251,7 +252,7 @@ class EndpointBackend(Backend):
         self.api_key = os.environ.get(api_key_env) if api_key_env else None
         self.concurrency, self.retries, self.backoff, self.timeout = concurrency, retries, backoff, timeout
         self.guided, self.progress = guided, progress  # guided: the server takes vLLM's guided_* fields
-        self.identity = {"endpoint": url, "model": model}
+        self.identity = {"endpoint": url, "model": model, "guided": guided}
 
     def _post(self, client, body: dict) -> dict:
         import httpx
