@@ -133,9 +133,11 @@ class Prepared:
 
 def prepare(question: str, index, k: int = 5, mode: str = "hybrid", *, tokenizer=None, context: int | None = None,
             min_similarity: float = 0.25, max_new_tokens: int = 160, instructions: str = "", rerank=None,
-            constrained: bool = True) -> Prepared | Answer:
+            constrained: bool | str = True) -> Prepared | Answer:
     """Retrieve and build the prompt; an Answer (the abstention) when nothing relevant was found.
-    With `tokenizer` and `context`, passages are cut to fit `context - max_new_tokens` tokens."""
+    With `tokenizer` and `context`, passages are cut to fit `context - max_new_tokens` tokens.
+    `constrained`: True for CITED_ANSWER, a regex of one's own, or False for free text (the
+    constraint applies only where the engine has guided_regex)."""
     from lmlab.rag.retrieve import retrieve
 
     if not question or not question.strip():
@@ -149,7 +151,8 @@ def prepare(question: str, index, k: int = 5, mode: str = "hybrid", *, tokenizer
     passages, shown, notes = [h.chunk.text for h in hits], question, []
     if tokenizer is not None and context is not None:
         shown, passages, notes = fit_passages(tokenizer, question, passages, context - max_new_tokens, instructions)
-    params = {"guided_regex": CITED_ANSWER} if constrained and _has_guided_regex() else {}
+    regex = constrained if isinstance(constrained, str) else CITED_ANSWER
+    params = {"guided_regex": regex} if constrained and _has_guided_regex() else {}
     return Prepared(question, hits, passages, messages_for(shown, passages, instructions), params, notes)
 
 
@@ -168,7 +171,7 @@ def finish(prep: Prepared, text: str, prompt_tokens: int = 0) -> Answer:
 
 
 def ask(lm, question: str, index, k: int = 5, mode: str = "hybrid", *, min_similarity: float = 0.25,
-        max_new_tokens: int = 160, instructions: str = "", rerank=None, constrained: bool = True,
+        max_new_tokens: int = 160, instructions: str = "", rerank=None, constrained: bool | str = True,
         generate=None) -> Answer:
     """Retrieve k passages and answer from them. `generate(messages, max_new_tokens, **params) -> str`
     replaces lm's own generation (any chat backend); `lm` (when given) also lends its tokenizer and
