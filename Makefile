@@ -27,9 +27,16 @@ run: $(VENV)/.installed
 	$(VENV)/bin/lmlab generate "Write a haiku about a CPU." --temperature 0.7 --seed 1 --max-new-tokens 64
 	$(VENV)/bin/lmlab generate "Explain in two sentences why the sky is blue." --temperature 0 --max-new-tokens 96
 	# A short LoRA SFT on the project's own instruction data: held-out task clusters before/after.
-	$(VENV)/bin/lmlab train sft --config recipes/sft_lora.yaml
+	$(VENV)/bin/lmlab train sft --config recipes/quickstart.yaml
+	@cat recipes/next_steps.txt
 
 test: $(VENV)/.installed
+	@# Page tests drive Debian's headless chromium; on CI as root, install it if it is missing
+	@# (elsewhere, or where apt cannot reach it, those tests skip and say why).
+	-@if [ -n "$$CI" ] && [ "$$(id -u)" = 0 ] && ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then \
+		echo "installing chromium for the page tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/dev/null 2>&1 \
+		|| echo "chromium could not be installed: page tests will skip"; fi
 	$(VENV)/bin/pytest -q
 
 clean-venv:

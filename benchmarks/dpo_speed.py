@@ -77,20 +77,15 @@ def count_work(layer, labelled=None) -> dict:
 
 
 def count_head_rows(model, work: dict) -> None:
-    """Our objectives call the output layer through quant.frozen_linear (not as a module, so no
-    hook sees it): count the rows there."""
+    """Our objectives project only the positions they score: count the rows entering the output
+    layer."""
     import torch
 
-    from lmlab.train.objectives import responses
+    def rows(module, args):
+        x = args[0]
+        work["head_rows"][torch.is_grad_enabled()] += x.numel() // x.shape[-1]
 
-    plain = responses.frozen_linear
-
-    def counted(linear, x):
-        if linear is model.lm_head:
-            work["head_rows"][torch.is_grad_enabled()] += x.numel() // x.shape[-1]
-        return plain(linear, x)
-
-    responses.frozen_linear = counted
+    model.lm_head.register_forward_pre_hook(rows)
 
 
 def run_ours(data: Path, args) -> dict:
@@ -162,7 +157,7 @@ def gemm_rate(threads: int) -> float:
     """This machine's fp32 GEMM GFLOP/s on a training-sized product: the best of MKL and oneDNN."""
     import torch
 
-    from lmlab.model.quant import PackedLinear
+    from lmlab.cpu.onednn import PackedLinear
 
     torch.set_num_threads(threads)
     x, linear = torch.randn(2048, 576), torch.nn.Linear(576, 3072, bias=False)

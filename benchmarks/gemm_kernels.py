@@ -6,13 +6,13 @@ Table 0: the CPU's own ceilings, from a loop of nothing but independent 256-bit 
 16-bit integer multiply-adds (vpmaddwd: what lmlab's int8 kernel multiplies with on AVX2), on
 every thread: no GEMM can beat them.
 Table 1: fp32 GFLOP/s of torch's default GEMM (MKL on x86) and of oneDNN with a pre-packed
-weight (quant.PackedLinear), for the bundled model's weight shapes at 1, 8, 32, 256 and 2048
+weight (lmlab.cpu.onednn.PackedLinear), for the bundled model's weight shapes at 1, 8, 32, 256 and 2048
 rows, and their ratio: `lmlab.load` packs fp32 weights for oneDNN on non-Intel CPUs.
 Table 2: decoded rows (1, 4 and 32 streams) through an int8 weight, in GB/s of int8 weight read
 (and lmlab's kernel in GOP/s, against table 0's vpmaddwd ceiling):
-torch's int8 kernel, lmlab's own (lmlab.model.cpu_kernels, what quant.Int8Linear uses where it
+torch's int8 kernel, lmlab's own (lmlab.cpu.kernels, what lmlab.cpu.int8 swaps onto quant.Int8Linear where it
 builds) and, at one row, the plain reduction that compiled decoding uses on AVX-512 CPUs
-(quant.GEMV_ROWS).
+(lmlab.cpu.int8.GEMV_ROWS).
 Table 3: int8 weights times int8 activations (w8a8) at 1, 8 and 32 rows, in GOP/s: torch's
 integer GEMM (what quant.W8A8Linear calls; VNNI makes it fast), fbgemm's dynamically quantised
 linear (one activation scale for the whole batch, so a row's result depends on the other rows;
@@ -28,8 +28,9 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from lmlab.model import cpu_kernels
-from lmlab.model.quant import PackedLinear, onednn_preferred
+from lmlab.cpu import kernels as cpu_kernels
+from lmlab.cpu.features import onednn_preferred
+from lmlab.cpu.onednn import PackedLinear
 from lmlab.report.table import print_table
 
 SHAPES = [(960, 576, "qkv"), (576, 576, "o"), (3072, 576, "gate_up"), (576, 1536, "down"), (49152, 576, "head")]

@@ -1,5 +1,5 @@
 """DPO + LoRA steps with the frozen weights (LoRA's base layers and the output layer) through MKL
-vs through oneDNN (lmlab.model.quant.frozen_linear, used on non-Intel CPUs), alternating, each run
+vs through oneDNN (lmlab.cpu.onednn.OneDNNFrozenLinear, used on non-Intel CPUs), alternating, each run
 in its own process.
 
     python benchmarks/lora_base_gemm.py [--pairs 24] [--rounds 2]
@@ -23,15 +23,15 @@ from pathlib import Path
 
 def one(gemm: str, data: str) -> dict:
     from lmlab.config import load_config
-    from lmlab.model import quant
+    from lmlab.cpu import features
     from lmlab.train import align
     from lmlab.train.config import TrainConfig
     from lmlab.train.objectives import dpo
     from lmlab.train.trainer import Trainer
 
     if gemm == "mkl":
-        quant.onednn_preferred = lambda: False
-    elif not quant.onednn_preferred():
+        features.onednn_preferred = lambda: False
+    elif not features.onednn_preferred():
         sys.exit("this CPU multiplies through MKL anyway (an Intel CPU): nothing to compare")
     cfg = load_config(TrainConfig, None, None, data=data, output=tempfile.mkdtemp(), method="lora", batch_size=2,
                       max_length=256, epochs=1, lr=5e-6, progress=False, log_every=10 ** 6,

@@ -24,24 +24,34 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     seconds: float  # generation time, model loading excluded
+    incomplete: bool = False  # a constrained output (guided_*) cut off before its grammar was complete
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 class LM:
-    def __init__(self, model, tokenizer: Tokenizer, folder: Path | None = None, compile: bool = False):
+    def __init__(self, model, tokenizer: Tokenizer, folder: Path | None = None, compile: bool = False,
+                 speedups=None):
         self.model, self.tokenizer, self.folder = model, tokenizer, folder
         self.config = model.config
         self.stop_token_ids = self._stop_ids()
-        self.engine = Engine(model, tokenizer, self.stop_token_ids, compile=compile)
+        self.compile, self.speedups = compile, speedups
+        self.engine = self.new_engine()
+
+    def new_engine(self, **kw) -> Engine:
+        """An engine over this model with the speed-ups it was loaded with (kw: Engine's options)."""
+        s = self.speedups
+        extra = {} if s is None else {"compile_options": s.compile_options, "greedy_pick": s.greedy_pick}
+        return Engine(self.model, self.tokenizer, self.stop_token_ids, compile=self.compile, **extra, **kw)
 
     @classmethod
     def load(cls, spec: str | None = None, weights: str = "fp32", device: str = "cpu",
              compile: bool = False) -> "LM":
         """weights: fp32 | bf16 | int8 | w8a8 | int4 (see lmlab.model.quant); compile: torch.compile the
         decode step (faster tokens after a one-off compilation of a minute or two)."""
-        from lmlab.model.quant import check_format, onednn_preferred, pack_linears
+        from lmlab.cpu import optimize
+        from lmlab.model.quant import check_format
 
         check_format(weights, device)
         from lmlab.model.peft import apply_trained, base_of
@@ -51,9 +61,8 @@ class LM:
         model = load_model(folder, weights=weights).to(device)
         if base:
             apply_trained(model, spec)
-        elif weights == "fp32" and str(device) == "cpu" and not compile and onednn_preferred():
-            pack_linears(model)  # oneDNN's GEMM where MKL's is slow (inductor packs its own when compiling)
-        return cls(model, Tokenizer.from_folder(folder), folder, compile)
+        speedups = optimize(model, device, "decode", weights=weights, compile=compile, pack=not base)
+        return cls(model, Tokenizer.from_folder(folder), folder, compile, speedups)
 
     def _stop_ids(self) -> list[int]:
         """EOS ids from the model config, generation_config.json and the tokenizer, merged."""
@@ -85,14 +94,16 @@ class LM:
                  max_new_tokens: int = 256, temperature: float = 0.7,
                  stream: Callable[[str], None] | None = None, **params) -> Completion:
         """Answer one prompt. `stream(text_piece)` receives the text as it is produced; other
-        keywords are SamplingParams (top_k, top_p, min_p, seed, stop, repetition_penalty, ...)."""
+        keywords are SamplingParams (top_k, top_p, min_p, seed, stop, repetition_penalty, ...),
+        constraints included (guided_json, guided_regex, guided_choice, guided_grammar, ...)."""
         ids = self.prompt_ids(prompt, system, raw)
         sp = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, **params)
         on_delta = (lambda d: d.text and stream(d.text)) if stream else None
         t0 = time.perf_counter()
         out = self.engine.complete(ids, sp, on_delta).outputs[0]
         seconds = time.perf_counter() - t0
-        return Completion(out.text, out.token_ids, out.finish_reason, len(ids), len(out.token_ids), seconds)
+        return Completion(out.text, out.token_ids, out.finish_reason, len(ids), len(out.token_ids), seconds,
+                          out.incomplete)
 
 
 def load(spec: str | None = None, weights: str = "fp32", device: str = "cpu", compile: bool = False) -> LM:

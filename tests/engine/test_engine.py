@@ -720,46 +720,48 @@ def test_bundled_model_batch_of_two_equals_transformers_greedy(bundled_lm, bundl
 
 @pytest.mark.parametrize("arch", list(CONFIGS))
 def test_decode_steps_through_lmlabs_attention_kernel_give_the_same_tokens(pair, tok, arch):
-    # On the CPU the engine lets attention take lmlab's kernel for one query per row
-    # (cpu_kernels.decode_attention): the same greedy tokens as torch's attention, padding masks
+    # On the CPU, lmlab.cpu.optimize lets attention take lmlab's kernel for one query per row
+    # (kernels.decode_attention): the same greedy tokens as torch's attention, padding masks
     # (prompts of unequal length) and sliding windows included.
-    from lmlab.model import cpu_kernels
+    from lmlab.cpu import kernels
     from lmlab.model.transformer import Attention
 
-    if not cpu_kernels.available():
+    if not kernels.available():
         pytest.skip("lmlab's kernels are not built (no C++ toolchain, or LMLAB_NO_KERNELS=1)")
     model = pair(arch)[1]
+    layers = [m for m in model.modules() if isinstance(m, Attention)]
 
     def run(kernel: bool):
-        engine = Engine(model, tok)
-        layers = [m for m in model.modules() if isinstance(m, Attention)]
-        assert layers and all(m.decode_kernel for m in layers)
         for m in layers:
-            m.decode_kernel = kernel
-        with torch.profiler.profile() as prof:
-            outs = engine.generate(PROMPTS[:4], SamplingParams(temperature=0.0, max_tokens=20, ignore_eos=True))
+            m.decode_attention = kernels.decode_attention if kernel else None
+        try:
+            with torch.profiler.profile() as prof:
+                outs = Engine(model, tok).generate(PROMPTS[:4], SamplingParams(temperature=0.0, max_tokens=20,
+                                                                               ignore_eos=True))
+        finally:
+            for m in layers:
+                del m.decode_attention
         used = any(e.name == "lmlab_cpu::decode_attention" for e in prof.events())
         return [o.outputs[0].token_ids for o in outs], used
 
+    assert layers
     (ours, used), (torchs, unused) = run(True), run(False)
     assert used and not unused
     assert ours == torchs
 
 
 def test_plain_greedy_steps_pick_tokens_in_one_kernel_with_the_same_tokens_and_logprobs(pair, tok):
-    # Plain greedy rows without requested logprobs take cpu_kernels.greedy_pick instead of
+    # Plain greedy rows without requested logprobs take kernels.greedy_pick instead of
     # log_softmax + argmax + gather; tokens and cumulative log-probs must not change. A row that
     # asks for logprobs sends its step through the general path.
-    from lmlab.model import cpu_kernels
+    from lmlab.cpu import kernels
 
-    if not cpu_kernels.available():
+    if not kernels.available():
         pytest.skip("lmlab's kernels are not built (no C++ toolchain, or LMLAB_NO_KERNELS=1)")
     model = pair("llama")[1]
 
     def run(fused: bool, logprobs=None):
-        engine = Engine(model, tok)
-        assert engine.fused_greedy
-        engine.fused_greedy = fused
+        engine = Engine(model, tok, greedy_pick=kernels.greedy_pick if fused else None)
         with torch.profiler.profile() as prof:
             outs = engine.generate(PROMPTS[:4], SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True,
                                                                logprobs=logprobs))

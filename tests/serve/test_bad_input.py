@@ -52,6 +52,23 @@ BAD = [
     ("post", CHAT, b"\xff\xfe", 400),
     ("post", "/v1/completions", json.dumps({"prompt": "hi", "echo": True, "stream": True}).encode(), 400),
     ("post", "/v1/completions", json.dumps({"prompt": [[]]}).encode(), 400),
+    # text that is not valid Unicode (unpaired UTF-16 surrogates) in any field, even a key
+    ("post", CHAT, json.dumps({**OK_CHAT, "messages": [{"role": "user", "content": "a\ud800b"}]}).encode(), 400),
+    ("post", CHAT, json.dumps({**OK_CHAT, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "\udfff"}]}]}).encode(), 400),
+    ("post", CHAT, json.dumps({**OK_CHAT, "stop": ["\ud83d"]}).encode(), 400),
+    ("post", CHAT, json.dumps({**OK_CHAT, "model": "\ud800"}).encode(), 400),
+    ("post", CHAT, json.dumps({**OK_CHAT, "logit_bias": {"\ud800": 1}}).encode(), 400),
+    ("post", "/v1/completions", json.dumps({"prompt": ["ok", "\udc00"]}).encode(), 400),
+    ("post", "/tokenize", json.dumps({"prompt": "\ud800"}).encode(), 400),
+    ("post", "/v1/embeddings", json.dumps({"input": "\ud800"}).encode(), 400),
+    # content parts whose text is not a string
+    ("post", CHAT, json.dumps({**OK_CHAT, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": 5}]}]}).encode(), 400),
+    ("post", CHAT, json.dumps({**OK_CHAT, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": ["a"]}]}]}).encode(), 400),
+    ("post", "/tokenize", json.dumps({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": None}]}]}).encode(), 400),
     ("get", "/v1/nowhere", None, 404),
     ("get", CHAT, None, 405),
 ]
@@ -61,6 +78,18 @@ BAD = [
 def test_bad_request(server, method, path, body, status):
     r = httpx.request(method, server.url + path, content=body, headers={"content-type": "application/json"})
     assert error_of(r, status)["type"]  # right status and a full OpenAI-style error body
+
+
+def test_list_content_on_tokenize_counts_what_chat_sends(server):
+    """/tokenize takes chat's content parts, and counts exactly the ids chat would prefill."""
+    parts = [{"type": "text", "text": "Hello "}, {"type": "image_url", "image_url": {"url": "x"}},
+             {"type": "text", "text": "there"}]
+    as_parts = httpx.post(server.url + "/tokenize", json={"messages": [{"role": "user", "content": parts}]})
+    as_text = httpx.post(server.url + "/tokenize", json={"messages": [{"role": "user", "content": "Hello there"}]})
+    assert as_parts.status_code == 200, as_parts.text
+    assert as_parts.json()["tokens"] == as_text.json()["tokens"]
+    chat = httpx.post(server.url + CHAT, json={**OK_CHAT, "messages": [{"role": "user", "content": parts}]})
+    assert chat.json()["usage"]["prompt_tokens"] == as_parts.json()["count"]
 
 
 def test_unknown_model_and_negative_max_tokens_via_openai(client):
@@ -151,7 +180,7 @@ def test_disconnect_mid_stream_frees_the_slot(server):
 def test_disconnect_non_streaming(server):
     body = json.dumps({**OK_CHAT, "max_tokens": 2000, "ignore_eos": True, "temperature": 1.0}).encode()
     s = socket.create_connection(("127.0.0.1", server.port))
-    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
               + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
     time.sleep(0.5)
     s.close()

@@ -153,7 +153,7 @@ def vllm_app(fake_vllm, bundled_folder):
 
     fake_vllm.script = [out(comp(0, "Hello", [9906])), out(comp(0, " there", [2045], finish="stop"), finished=True)]
     runner = VllmRunner(bundled_folder, "bf16", max_batch=4)
-    with TestClient(create_app(runner, ServeConfig(max_concurrency=4))) as client:
+    with TestClient(create_app(runner, ServeConfig(max_concurrency=4)), base_url="http://127.0.0.1") as client:
         yield client, runner, fake_vllm
     assert fake_vllm.engines[0].shut_down  # the app's shutdown stops vLLM's engine
 

@@ -7,6 +7,8 @@ import sys
 
 import torch
 
+from lmlab.train import checkpoint
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -22,7 +24,7 @@ def _train(procs: int, batch: int, tiny_folder, tiny_data, out, mode="ddp"):
                 "--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
     r = subprocess.run(launcher + args, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    return torch.load(out / "checkpoints" / "step-000003" / "model.pt")
+    return checkpoint.weights(out / "checkpoints" / "step-000003")
 
 
 def test_two_processes_ddp_and_fsdp2_equal_one_process(tiny_folder, tiny_data, tmp_path):

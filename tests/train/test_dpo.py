@@ -54,8 +54,8 @@ def test_loss_matches_trl_dpo_trainer(trl_dpo, tiny, loss):
 
 def test_frozen_output_layer_through_onednn_gives_the_same_loss_and_gradients(tiny, monkeypatch):
     """With LoRA the output layer is frozen, so on CPUs where oneDNN is preferred it multiplies
-    through oneDNN (quant.frozen_linear); the loss and the adapters' gradients must not change."""
-    from lmlab.model import quant
+    through oneDNN (lmlab.cpu.onednn); the loss and the adapters' gradients must not change."""
+    from lmlab.cpu import features, optimize
     from lmlab.model.peft.lora import apply_lora
 
     model = copy.deepcopy(tiny("policy", 1)[1])
@@ -66,7 +66,9 @@ def test_frozen_output_layer_through_onednn_gives_the_same_loss_and_gradients(ti
     batch = dpo.collate([Ranked([3, 4, 5], [[6, 7], [8, 9, 10]]), Ranked([12, 13], [[14], [15, 16]])])
     results = []
     for onednn in (False, True):
-        monkeypatch.setattr(quant, "onednn_preferred", lambda: onednn)
+        if onednn:  # the plain layers first, then the speed layer applied as a Trainer applies it
+            monkeypatch.setattr(features, "onednn_preferred", lambda: True)
+            optimize(model, "cpu", "train")
         model.zero_grad()
         total, _, _ = dpo.DPO(beta=0.1)(model, batch)
         total.backward()

@@ -53,7 +53,6 @@ def test_ranked_list_by_ranks_and_by_scores_orders_best_first():
     ({"prompt": "p", "responses": ["a", "b", "c"], "ranks": [1, 1, 2]}, "not a permutation of 1..3"),
     ({"prompt": "p", "responses": ["a", "b"], "ranks": [0, 1]}, "not a permutation of 1..2"),
     ({"prompt": "p", "responses": ["a", "b"]}, "needs 'ranks' or 'scores'"),
-    ({"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: c\n\nAssistant: d"}, "differ before"),
     ({"question": "q"}, "unknown preference format"),
 ])
 def test_bad_record_is_an_error_naming_file_and_line(tmp_path, record, message):
@@ -61,6 +60,58 @@ def test_bad_record_is_an_error_naming_file_and_line(tmp_path, record, message):
     path = _write(tmp_path, [good, record])
     with pytest.raises(LmlabError, match=rf"data.jsonl:2: .*{message}"):
         P.read_comparisons(path)
+
+
+BRANCHED = {  # as real HH-RLHF rows: an "\n\nAssistant:" written inside the chosen answer
+    "chosen": "\n\nHuman: Are drag queens men?\n\nAssistant: No.\n\nHuman: Isn't that drag kings?\n\nAssistant: "
+              "No, kings.  Human: Then why?\n\nAssistant:  Because.",
+    "rejected": "\n\nHuman: Are drag queens men?\n\nAssistant: No.\n\nHuman: Isn't that drag kings?\n\nAssistant: "
+                "A drag king is the opposite."}
+UNUSABLE = [
+    ({"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: c\n\nAssistant: d"}, "no common prompt"),
+    ({"chosen": "\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant: d",
+      "rejected": "\n\nHuman: a\n\nAssistant: b\n\nHuman: x\n\nAssistant: d"}, "human turn"),
+    ({"chosen": "\n\nHuman: a\n\nAssistant: ", "rejected": "\n\nHuman: a\n\nAssistant: b"}, "empty chosen"),
+    ({"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: a\n\nAssistant: b "}, "identical"),
+]
+
+
+def test_hh_rows_that_branch_before_their_last_turn_take_the_common_turns_as_prompt():
+    c = P.to_comparison(BRANCHED)
+    assert [m["content"] for m in c.prompt] == ["Are drag queens men?", "No.", "Isn't that drag kings?"]
+    assert c.responses == ["No, kings.  Human: Then why?\n\nBecause.", "A drag king is the opposite."]
+
+
+def test_unusable_hh_rows_are_counted_not_fatal_unless_strict(tmp_path):
+    rows = [BRANCHED] + [r for r, _ in UNUSABLE] + [{"prompt": "p", "chosen": "a", "rejected": "b"}]
+    path = _write(tmp_path, rows)
+    stats = {}
+    out = P.read_comparisons(path, stats=stats)
+    assert len(out) == 2 and stats["unusable_rows"] == len(UNUSABLE) and not stats.get("skipped_rows")
+    for row, message in UNUSABLE:
+        with pytest.raises(LmlabError, match=rf"one.jsonl:2: .*{message}.*--strict"):
+            P.read_comparisons(_write(tmp_path, [BRANCHED, row], "one.jsonl"), strict=True)
+    assert len(P.read_prompts(path)) == 2
+
+
+def test_hh_prompts_match_trls_extract_prompt_on_real_rows(shared_data):
+    """Every row of HH-RLHF's harmless-base test split: our prompt is TRL's, and the answers are
+    what TRL leaves after it; the rows we cannot use are few and counted."""
+    data_utils = pytest.importorskip("trl.data_utils")
+    path = shared_data / "hh_rlhf_harmless_base_test.jsonl"
+    rows = [json.loads(l) for l in path.read_text(encoding="utf-8").splitlines()]
+    stats = {}
+    got = P.read_comparisons(path, stats=stats)
+    assert len(got) + stats["unusable_rows"] == len(rows) and stats["unusable_rows"] < 0.01 * len(rows)
+    branched = 0
+    for c in got:
+        row = rows[int(c.where.rsplit(":", 1)[1]) - 1]
+        ref = data_utils.extract_prompt({"chosen": P.hh_to_messages(row["chosen"]),
+                                         "rejected": P.hh_to_messages(row["rejected"])})
+        assert c.prompt == ref["prompt"], c.where
+        assert c.responses == ["\n\n".join(m["content"] for m in ref[k]) for k in ("chosen", "rejected")], c.where
+        branched += max(len(ref["chosen"]), len(ref["rejected"])) > 1
+    assert branched >= 4  # the rows refused before: dialogues that branch before their last turn
 
 
 def test_skip_bad_rows_counts_what_it_skips(tmp_path):

@@ -10,6 +10,8 @@ import textwrap
 import pytest
 import torch
 
+from lmlab.train import checkpoint
+
 # Trains through the public API; with KILL_AT set, the process SIGKILLs itself inside that
 # step's forward pass (after the step-4 checkpoint, before the step-6 one): no clean-up runs.
 SCRIPT = textwrap.dedent("""
@@ -47,7 +49,7 @@ def _run(tmp_path, tiny_folder, tiny_data, out, resume=False, kill_at=0):
 
 
 def _final_state(out):
-    return torch.load(out / "checkpoints" / "step-000008" / "model.pt")
+    return checkpoint.weights(out / "checkpoints" / "step-000008")
 
 
 def test_sigkill_then_resume_is_bitwise_identical(tiny_folder, tiny_data, tmp_path):

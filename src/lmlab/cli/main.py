@@ -11,6 +11,8 @@ import json
 import sys
 
 
+AREAS = ("train", "eval", "scale", "data", "synth", "judge", "rag", "safety", "sql", "pipeline")  # the CLI modules of the stages beyond the core
+
 def _sampling_args(p: argparse.ArgumentParser, temperature: float = 0.7) -> None:
     p.add_argument("--model", "-m", default=None,
                    help="bundled name (default smollm2), HF folder, .gguf file or hub id org/name")
@@ -45,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     _sampling_args(g)
     g.add_argument("--raw", action="store_true", help="no chat template: continue the text as is")
     g.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
+    g.add_argument("--watermark", nargs="?", const="", default=None, metavar="gamma=..,delta=..",
+                   help="green-list watermark (default gamma=0.25,delta=2); `lmlab detect --watermark` finds it")
+    from lmlab.cli import structured as structured_cli
+    structured_cli.add_args(g)
     g.set_defaults(func=cmd_generate)
 
     c = sub.add_parser("chat", parents=[common], help="interactive multi-turn chat (/help inside for commands)")
@@ -105,27 +111,35 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(s, ServeConfig)
     s.set_defaults(func=cmd_serve)
 
-    # Later stages own their CLI modules; each adds its subcommands to the same parser.
-    from lmlab.cli import eval as eval_cli, scale as scale_cli, train as train_cli
+    # Later stages own their CLI modules (lmlab.cli.<area>); each adds its subcommands here.
+    import importlib
 
-    for area in (train_cli, eval_cli, scale_cli):
-        area.register(sub, common)
-    from lmlab.cli import rag as rag_cli  # rag index|search|ask, agent
-
-    rag_cli.register(sub, common)
+    for area in AREAS:
+        importlib.import_module(f"lmlab.cli.{area}").register(sub, common)
     return parser
 
 
 # ---- commands -----------------------------------------------------------------------------------
 
 def cmd_generate(args) -> int:
+    from lmlab.cli import structured as structured_cli
+    from lmlab.errors import LmlabError
     from lmlab.lm import load
 
+    extra = {}
+    if args.watermark is not None:
+        from lmlab.safety.watermark import parse
+        extra["watermark"] = parse(args.watermark)  # checked before the model loads
+    if structured_cli.wanted(args):
+        if extra:
+            raise LmlabError("--watermark with a constraint (--json-schema, --regex, --choice, --grammar) "
+                             "is not supported from the command line; use the Python API's SamplingParams")
+        return structured_cli.run(args, lambda: load(args.model, args.weights, compile=args.compile))
     lm = load(args.model, args.weights, compile=args.compile)
     stream = None if args.json else (lambda s: (sys.stdout.write(s), sys.stdout.flush()))
     out = lm.generate(args.prompt, system=args.system, raw=args.raw, max_new_tokens=args.max_new_tokens,
                       temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                      stream=stream)
+                      stream=stream, **extra)
     if args.json:
         print(json.dumps(out.to_dict(), ensure_ascii=False))
     else:

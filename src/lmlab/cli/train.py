@@ -12,6 +12,7 @@ import argparse
 FLAGS = {
     "--model": ("model", str, "bundled name, HF folder, .gguf or hub id (default: bundled smollm2)"),
     "--data": ("data", str, "training data (.jsonl, .json, .parquet, .csv, hf:NAME[:SPLIT], or flan: built-in tasks)"),
+    "--init": ("pretrain.init", str, "pretrain: continue from these weights (domain-adaptive pretraining)"),
     "--eval-data": ("eval_data", str, "held-out data evaluated during training"),
     "--holdout-tasks": ("flan.holdout", lambda s: [x.strip() for x in s.split(",") if x.strip()],
                         "with --data flan: task clusters kept out of training and scored before/after"),
@@ -49,6 +50,7 @@ SWITCHES = {
     "--bf16": ("bf16", "bf16 autocast"),
     "--gradient-checkpointing": ("gradient_checkpointing", "recompute activations in backward"),
     "--skip-bad-rows": ("skip_bad_rows", "skip (and count) malformed data lines instead of stopping"),
+    "--strict": ("strict", "stop at a preference row that gives no usable pair (else count and skip it)"),
     "--no-progress": ("progress", "no progress bar"),
 }
 

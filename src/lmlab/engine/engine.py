@@ -17,12 +17,11 @@ from typing import Callable
 
 import torch
 
-from lmlab.engine import processors
+from lmlab.engine import constrained, processors
 from lmlab.engine.kv_cache import SlotCache
 from lmlab.engine.params import SamplingParams
 from lmlab.engine.stop import StopChecker
 from lmlab.errors import LmlabError
-from lmlab.model import cpu_kernels
 
 
 @dataclass
@@ -34,6 +33,7 @@ class Completion:
     logprobs: list[dict[int, float]] | None = None  # per token: {id: logprob}, chosen id included
     finish_reason: str | None = None  # "stop" | "length" | "abort" | "error" (see RequestOutput.error)
     stop_reason: str | int | None = None  # the stop string or stop token that ended it
+    incomplete: bool = False  # a constrained output cut off (length, stop string) before its grammar was complete
 
 
 @dataclass
@@ -69,11 +69,14 @@ class _Sequence:
         self.seen = torch.tensor(request.prompt, dtype=torch.long)
         self.slot = -1
         self.last_token: int | None = None
+        self.constraint = request.constraint.fork() if request.constraint is not None else None
 
 
 class _Request:
-    def __init__(self, request_id: str, prompt: list[int], params: SamplingParams, on_delta, scorer):
+    def __init__(self, request_id: str, prompt: list[int], params: SamplingParams, on_delta, scorer,
+                 constraint=None):
         self.id, self.prompt, self.params, self.on_delta, self.scorer = request_id, prompt, params, on_delta, scorer
+        self.constraint = constraint  # each sample gets its own copy (_Sequence)
         self.seqs: list[_Sequence] = []
         self.prompt_logprobs = None
         self.aborted = False
@@ -87,27 +90,25 @@ class _Request:
 def _plain_greedy(params: list[SamplingParams]) -> bool:
     """Greedy rows that no processor changes: the argmax of the raw logits is the token."""
     return all(p.greedy and p.repetition_penalty == 1 and not (p.presence_penalty or p.frequency_penalty)
-               and not p.logit_bias and not p.min_tokens for p in params)
+               and not p.logit_bias and not p.min_tokens and p.watermark is None and p.grammar is None
+               for p in params)
 
 
 class Engine:
     def __init__(self, model, tokenizer, eos_token_ids: list[int] | None = None, max_batch: int = 32,
-                 compile: bool = False, prefill_tokens: int = 4096):
+                 compile: bool = False, prefill_tokens: int = 4096, compile_options: dict | None = None,
+                 greedy_pick=None):
+        """compile: torch.compile the decode step (a minute or two once, so opt-in; prefill stays
+        eager), with `compile_options` added to inductor's; greedy_pick: a fused (argmax, log-prob)
+        for plain greedy rows. Both come from a platform's speed layer (lmlab.cpu.optimize)."""
         self.model, self.tokenizer = model, tokenizer
-        self.fused_greedy = cpu_kernels.use_decode_attention(model)  # the same kernels pick greedy tokens
-        # torch.compile fuses the decode step's many small ops (the cost that dominates a small
-        # model on a CPU); it takes a minute or two once, so it is opt-in. Prefill stays eager.
-        # A low realisation threshold stops inductor from recomputing a layer's norm inside every
-        # row of the next int8 GEMV (quant.Int8Linear): 44 -> 57 tok/s for one int8 stream. The
-        # model is fixed for the engine's life, so its modules need no guards (1.5 -> 0.3 ms/step).
-        # The graph's Python wrapper checks every buffer's size and stride by default: ~1 ms of a
-        # 14 ms int8 step, for shapes that the graph itself produced. On the CPU the wrapper is
-        # compiled too (cpp_wrapper): its ~400 Python calls per step cost another 1.3-2.8 ms of
-        # 12-13.5 ms for one int8 stream (Zen 1), for about a minute more of first compilation.
-        on_cpu = all(p.device.type == "cpu" for p in model.parameters())
-        self.decode_forward = (torch.compile(model, dynamic=True, options={
-            "realize_cpu_opcount_threshold": 2, "size_asserts": False, "cpp_wrapper": on_cpu,
-            "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}) if compile else model)
+        self.greedy_pick = greedy_pick
+        # The model is fixed for the engine's life, so its modules need no guards (1.5 -> 0.3
+        # ms/step), and the graph's wrapper need not check the size and stride of buffers that the
+        # graph itself produced (~1 ms of a 14 ms int8 step).
+        options = {"size_asserts": False, "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe,
+                   **(compile_options or {})}
+        self.decode_forward = torch.compile(model, dynamic=True, options=options) if compile else model
         self.config = model.config
         self.eos = set(eos_token_ids or [])
         self.max_batch = max_batch
@@ -136,7 +137,8 @@ class Engine:
         request_id = request_id or f"req-{next(self._ids)}"
         if request_id in self.requests:
             raise LmlabError(f"duplicate request id {request_id!r}")
-        req = _Request(request_id, list(prompt), params, on_delta, scorer)
+        constraint = constrained.start(params.grammar, self.tokenizer, self.config.vocab_size)
+        req = _Request(request_id, list(prompt), params, on_delta, scorer, constraint)
         self.requests[request_id] = req
         self.waiting.append(req)
         return request_id
@@ -281,9 +283,9 @@ class Engine:
     def _advance(self, seqs: list[_Sequence], logits: torch.Tensor) -> None:
         """Process logits, choose one token per sequence, apply stop rules, stream."""
         params = [s.params for s in seqs]
-        if self.fused_greedy and _plain_greedy(params) and all(p.logprobs is None for p in params):
+        if self.greedy_pick and _plain_greedy(params) and all(p.logprobs is None for p in params):
             # argmax and its log-prob in one kernel: no [B, vocab] log-softmax to write and read
-            chosen, chosen_lps = cpu_kernels.greedy_pick(logits)
+            chosen, chosen_lps = self.greedy_pick(logits)
             logprobs = None
         else:
             logprobs = logits.log_softmax(-1)
@@ -302,6 +304,12 @@ class Engine:
                 out.text += text
                 self._finish(seq, "stop", t, None, None, text)
                 continue
+            if seq.constraint is not None:
+                try:
+                    seq.constraint.advance(t)
+                except LmlabError as e:
+                    self._fail(seq, str(e))
+                    continue
             out.token_ids.append(t)
             seq.last_token = t
             seq.seen = torch.cat([seq.seen, torch.tensor([t])]) if p.repetition_penalty != 1 else seq.seen
@@ -312,6 +320,8 @@ class Engine:
                 out.logprobs.append(top)
             text, stopped = seq.stop.push(t)
             reason = "stop" if stopped is not None else None
+            if reason is None and seq.constraint is not None and seq.constraint.is_finished():
+                reason, text = "stop", text + seq.stop.flush()  # the grammar allows nothing more
             if reason is None and (len(out.token_ids) >= p.max_tokens
                                    or self.cache.lengths[seq.slot] + 1 >= self.config.max_seq_len):
                 reason, text = "length", text + seq.stop.flush()
@@ -363,10 +373,18 @@ class Engine:
                     s.counts[t] += 1
         logits = processors.penalise(logits, params, [s.seen for s in seqs], [s.counts for s in seqs])
         logits = processors.bias(logits, params)
-        return processors.warp(logits, params)
+        logits = constrained.mask_logits(logits, [s.constraint for s in seqs], [s.stop_ids for s in seqs])
+        logits = processors.warp(logits, params)
+        if any(p.watermark is not None for p in params):
+            from lmlab.safety import watermark
+            prev = [s.out.token_ids[-1] if s.out.token_ids else s.request.prompt[-1] for s in seqs]
+            logits = watermark.apply(logits, [p.watermark for p in params], prev)
+        return logits
 
     def _finish(self, seq: _Sequence, reason: str, stop_reason, token, top, text: str = "") -> None:
         seq.out.finish_reason, seq.out.stop_reason = reason, stop_reason
+        if seq.constraint is not None and reason in ("stop", "length"):
+            seq.out.incomplete = not seq.constraint.is_complete()
         if seq.request.on_delta is not None:
             seq.request.on_delta(Delta(seq.request.id, seq.index, token, text, top, reason))
 

@@ -5,12 +5,18 @@ Processors apply in this order to the model's logits for each sequence:
   2. repetition_penalty (CTRL: over prompt and output, l/r if l > 0 else l*r)
   3. presence_penalty and frequency_penalty (OpenAI: over the output only)
   4. logit_bias
-  5. temperature (0 = greedy: the argmax of the logits after steps 1-4)
-  6. top_k, 7. top_p, 8. min_p, 9. typical_p
-  10. sample (one torch.Generator per sequence when `seed` is set)
+  5. constraint mask (guided_* / structured_outputs, engine/constrained.py): tokens the row's
+     grammar does not allow -> -inf, so temperature and top-k/p/min-p below renormalise over the
+     allowed tokens only, and greedy takes the best allowed token
+  6. temperature (0 = greedy: the argmax of the logits after steps 1-5)
+  7. top_k, 8. top_p, 9. min_p, 10. typical_p
+  11. watermark: delta added to the green list seeded by the previous token, after the warpers
+      as transformers applies it, before sampling (lmlab.safety.watermark)
+  12. sample (one torch.Generator per sequence when `seed` is set)
 A row whose processed logits are not usable (NaN, +inf, or nothing left to sample) fails its own
 request with finish_reason "error"; the other rows of the step go on (engine._choose).
-Reported log-probs are the model's own (log-softmax of the raw logits), as vLLM reports them.
+Reported log-probs are the model's own (log-softmax of the raw logits), as vLLM reports them,
+constrained rows included: the log-prob of a forced token is what the model gave it unmasked.
 """
 
 from __future__ import annotations
@@ -45,12 +51,27 @@ class SamplingParams:
     best_of: int | None = None  # sample this many, return the best n (by cumulative log-prob or a scorer)
     logprobs: int | None = None  # top-k log-probs per generated token (the chosen one always included)
     prompt_logprobs: int | None = None  # one entry per prompt token (None for the first)
+    watermark: object = None  # a safety.watermark.Watermark, or a dict / "gamma=..,delta=.." string for one
+    # Constraints (vLLM's names; at most one): a JSON schema (dict, JSON text or pydantic model),
+    # any JSON object, a regular expression (Rust regex syntax, whole output), one of these
+    # strings, a Lark (or GBNF) grammar; or vLLM's structured_outputs dict {"json": ...,
+    # "regex": ..., "choice": ..., "grammar": ..., "json_object": true}. See engine/constrained.py.
+    guided_json: dict | str | None = None
+    guided_json_object: bool = False
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = None
+    guided_grammar: str | None = None
+    guided_whitespace_pattern: str | None = None  # JSON whitespace (default: bounded, constrained.JSON_WHITESPACE)
+    structured_outputs: dict | None = None
 
     def __post_init__(self):
         if isinstance(self.stop, str):
             self.stop = [self.stop]
         if self.top_k == -1:
             self.top_k = 0
+        if self.watermark is not None:
+            from lmlab.safety.watermark import parse
+            self.watermark = parse(self.watermark)
         _check(self.max_tokens >= 1, f"max_tokens must be >= 1, got {self.max_tokens}")
         # Bounds keep float32 finite: logits / 1e-45 overflow to inf and softmax gives NaN.
         _check(self.temperature >= 0, f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
@@ -84,6 +105,8 @@ class SamplingParams:
         self.logit_bias = {int(k): float(v) for k, v in self.logit_bias.items()}
         _check(all(-100 <= v <= 100 or v == float("-inf") for v in self.logit_bias.values()),
                f"logit_bias values must be in [-100, 100] (OpenAI's range) or -inf (a ban), got {self.logit_bias!r}")
+        from lmlab.engine.constrained import compile_params
+        self.grammar = compile_params(self)  # validated up front: a bad constraint is an error here
 
     @property
     def greedy(self) -> bool:

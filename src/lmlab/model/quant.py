@@ -2,10 +2,9 @@
 
 Decoding one token reads every weight once, so on a CPU its speed is set by bytes per weight:
 bf16 halves them, int8 quarters them, int4 (groups of 32 sharing a scale and a minimum, as GGUF's
-Q4_1) eighths them. int8 and int4 keep activations in bf16. On the CPU int8 multiplies through
-lmlab's own kernel (cpu_kernels: int16 activations, 1.6-2.6x torch's kernel at one row) where it
-builds, else through torch's fused quantised-weight matmul, as int4 does; elsewhere they
-dequantise on the fly.
+Q4_1) eighths them. int8 and int4 keep activations in bf16. On the CPU they multiply through
+torch's fused quantised-weight matmuls (lmlab.cpu swaps a faster int8 kernel in where it builds);
+elsewhere they dequantise on the fly.
 
 w8a8 quantises the activations too, each row to int8 with its own scale when it arrives, and
 multiplies int8 by int8 with torch's integer GEMM (VNNI here): 4-6x the fp32 GEMM at 32 rows,
@@ -19,27 +18,16 @@ for that one matmul (a few ms per layer, against tens saved).
 
 from __future__ import annotations
 
-import functools
-import warnings
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lmlab.errors import LmlabError
-from lmlab.model import cpu_kernels
 from lmlab.model.formats import FORMATS
 
 # Rows from which dequantising to fp32 beats the fused kernel (measured, 2 AVX-512 cores: at 128
 # rows int8 4.4 ms vs 2.4, at 1280 rows int8 45 / int4 41 ms vs 17; int4 unpacking costs more).
 DEQUANT_ROWS = {"int8": 64, "int4": 256}
-# With lmlab's own int8 kernel (cpu_kernels) the crossover is later: at 256 rows both take the same
-# time on a Zen 1 EPYC (8.1 ms for a 576 x 1536 weight), at 64 the kernel 1.9 ms vs 3.2.
-DEQUANT_ROWS["int8_own"] = 256
-# Rows up to which compiled int8 decoding uses a plain reduction instead of the fused kernel.
-# Inductor's loop for it streams the weight at 2.6x the kernel's bytes/s with AVX-512, but at a
-# fifth of them with AVX2 (1.0 vs 5.7 GB/s on a Zen 1 EPYC): AVX-512 CPUs only.
-GEMV_ROWS = 1 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 0
 
 
 class Int8Linear(nn.Module):
@@ -59,33 +47,26 @@ class Int8Linear(nn.Module):
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().to(self.scale_dtype),
                                                                    requires_grad=False)
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        # decided here, not in forward, so that torch.compile never traces the kernels' build
-        self.own_kernel = cpu_kernels.available()
 
     def forward(self, x):
         shape = x.shape
-        x2 = x.reshape(-1, shape[-1]).to(torch.bfloat16)
-        if x.device.type != "cpu":
-            y = F.linear(x2, self.dequantised(torch.bfloat16))
-        elif torch.compiler.is_compiling() and x2.shape[0] <= GEMV_ROWS:
-            # Written as a reduction, inductor fuses the int8 -> fp32 conversion into one loop that
-            # streams the weight once (one decoded row: 2.6x the fused kernel's bytes/s).
-            y = (x2.float()[:, None, :] * self.qweight.float()).sum(-1) * self.scale.float()
-        elif x2.shape[0] >= self.dequant_rows:
-            y = F.linear(x2.float(), self.dequantised())
-        elif self.own_kernel:
-            y = cpu_kernels.int8_linear(x2, self.qweight, self.scale)
-        else:
-            y = torch.ops.aten._weight_int8pack_mm(x2, self.qweight, self.scale)
+        y = self.matmul(x.reshape(-1, shape[-1]).to(torch.bfloat16))
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
 
+    def matmul(self, x2: torch.Tensor) -> torch.Tensor:
+        """x2 [rows, in] in bf16 times the weight."""
+        if x2.device.type != "cpu":
+            return F.linear(x2, self.dequantised(torch.bfloat16))
+        if x2.shape[0] >= self.dequant_rows:
+            return F.linear(x2.float(), self.dequantised())
+        return torch.ops.aten._weight_int8pack_mm(x2, self.qweight, self.scale)
 
     @property
     def dequant_rows(self) -> int:
         """Rows of input from which the weight is dequantised for the product."""
-        return DEQUANT_ROWS["int8_own" if self.own_kernel else "int8"]
+        return DEQUANT_ROWS["int8"]
 
     def dequantised(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The weight [out, in] that the kernel multiplies by, in `dtype`."""
@@ -199,128 +180,6 @@ def check_format(fmt: str, device: str | torch.device = "cpu") -> None:
         raise LmlabError(f"unknown weight format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if fmt in ("int4", "w8a8") and torch.device(device).type != "cpu":
         raise LmlabError(f"{fmt} weights are implemented for the CPU only; use int8 or bf16")
-    if fmt == "w8a8" and cpu_flags() and not cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"}:
-        # measured on an AVX2-only AMD EPYC: 1 stream 6.5 tok/s vs fp32 8.4, a 40-token prompt 2.4 s vs 0.4
-        warnings.warn("w8a8: this CPU has no VNNI instructions, and without them torch's integer GEMM is "
-                      "slower than fp32; int8 or int4 weights are faster here", stacklevel=2)
-
-
-@functools.cache
-def _cpuinfo() -> dict[str, str]:
-    """The first processor's fields in Linux's /proc/cpuinfo (empty where it cannot be read)."""
-    fields: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if not line.strip():
-                    break
-                key, _, value = line.partition(":")
-                fields[key.strip()] = value.strip()
-    except OSError:
-        pass
-    return fields
-
-
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (empty where they cannot be read)."""
-    return frozenset(_cpuinfo().get("flags", "").split())
-
-
-class PackedLinear(nn.Module):
-    """An fp32 linear layer for inference through oneDNN, its weight reordered once into oneDNN's
-    blocked layout and held instead of the plain weight (no gradient; a head tied to the embedding
-    gets its own copy).
-
-    Why: torch's fp32 GEMM on x86 is MKL's, which takes slow paths on non-Intel CPUs. On an AMD
-    EPYC (Zen 1, AVX2, 2 threads), isolated (benchmarks/gemm_kernels.py), oneDNN ran the model's
-    shapes at 1.1-1.24x MKL's GFLOP/s for 2048 rows, and up to 3x for 32 and 5x for 8 on the wide
-    gate_up and vocabulary head; in the bundled model: 1 stream +13%, 32 streams +25%, HellaSwag
-    scoring +3%."""
-
-    def __init__(self, linear: nn.Linear):
-        super().__init__()
-        self.packed = onednn_pack(linear.weight)
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float(), requires_grad=False)
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-
-    def forward(self, x):
-        return onednn_linear(x.float(), self.packed, self.bias).to(x.dtype)
-
-    def dequantised(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """The weight [out, in] as a plain tensor."""
-        return self.packed.to_dense().to(dtype)
-
-    def _save_to_state_dict(self, destination, prefix, keep_vars):
-        # state_dict() (so save_model) holds the plain weight under nn.Linear's name
-        destination[prefix + "weight"] = self.dequantised()
-        super()._save_to_state_dict(destination, prefix, keep_vars)
-
-
-def onednn_pack(weight: torch.Tensor) -> torch.Tensor:
-    """An fp32 [out, in] weight reordered into oneDNN's blocked layout for onednn_linear."""
-    return torch.ops.mkldnn._reorder_linear_weight(weight.detach().float().contiguous())
-
-
-def onednn_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """x @ W.T + bias for fp32 x [..., in] and a weight packed by onednn_pack (no autograd)."""
-    y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]).contiguous(), packed, bias, "none", [], "")
-    return y.reshape(*x.shape[:-1], y.shape[-1])
-
-
-def onednn_preferred() -> bool:
-    """Whether fp32 inference should multiply through PackedLinear: on x86 CPUs not made by Intel
-    (MKL's own vendor, where its GEMM is tuned), with torch built with oneDNN."""
-    vendor = _cpuinfo().get("vendor_id")
-    return torch.backends.mkldnn.is_available() and vendor is not None and vendor != "GenuineIntel"
-
-
-def frozen_linear(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """linear(x) for a layer that is not being trained (LoRA's base, a frozen output layer).
-
-    A plain fp32 nn.Linear with a frozen weight, on a CPU where oneDNN's GEMM beats MKL's
-    (onednn_preferred), multiplies through oneDNN in the forward pass and for the input gradient.
-    Its weight is reordered once for x @ W.T and once for grad @ W, and these copies are cached on
-    the layer until the weight changes (two more copies in memory; drop_packed frees them). On an
-    AMD EPYC (Zen 1, 2 threads) that made DPO with LoRA 8-19% faster (benchmarks/lora_base_gemm.py);
-    the 49k-row output layer ran at 26-43 GFLOP/s through MKL and 43-65 through oneDNN."""
-    w = getattr(linear, "weight", None)
-    if (type(linear) is nn.Linear and not w.requires_grad and type(w.data) is torch.Tensor  # not a DTensor
-            and x.dtype == w.dtype == torch.float32 and x.device.type == "cpu"
-            and not torch.is_autocast_enabled("cpu") and onednn_preferred()):
-        return _OneDNNFrozen.apply(x, linear)
-    return linear(x)
-
-
-class _OneDNNFrozen(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, linear):
-        ctx.linear = linear
-        return onednn_linear(x, _packed(linear)[0], linear.bias)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return onednn_linear(grad, _packed(ctx.linear)[1], None), None
-
-
-def _packed(linear: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
-    """(W, W.T) in oneDNN's layout, cached on the layer until its weight changes."""
-    w = linear.weight
-    cached = linear.__dict__.get("_onednn")
-    if cached is None or cached[0] != (w.data_ptr(), w._version):
-        cached = ((w.data_ptr(), w._version), onednn_pack(w), onednn_pack(w.t()))
-        linear.__dict__["_onednn"] = cached
-    return cached[1:]
-
-
-def drop_packed(linear: nn.Module) -> None:
-    """Free the copies frozen_linear cached on a layer."""
-    linear.__dict__.pop("_onednn", None)
-
-
-def pack_linears(model: nn.Module) -> nn.Module:
-    """Replace every fp32 nn.Linear by a PackedLinear (in place; inference only)."""
-    _replace_linears(model, PackedLinear)
-    return model
 
 
 def convert_weights(model: nn.Module, fmt: str) -> nn.Module:

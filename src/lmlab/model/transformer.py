@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from lmlab.model import cpu_kernels
 from lmlab.model.config import ModelConfig
 from lmlab.model.moe import MoE
 from lmlab.model.rope import Rotary, apply_rotary
@@ -36,7 +35,9 @@ class RMSNorm(nn.Module):
 
 
 class Attention(nn.Module):
-    decode_kernel = False  # lmlab's CPU kernel for one query per row (set by the engine: cpu_kernels)
+    # An attention for decode steps (one query per row, keys from a cache), installed from outside
+    # where a faster one exists (lmlab.cpu); called as decode_attention(q, k, v, mask, scale).
+    decode_attention = None
 
     def __init__(self, c: ModelConfig, layer: int):
         super().__init__()
@@ -55,8 +56,8 @@ class Attention(nn.Module):
         q, k = qk.transpose(1, 2).split([H, Hkv], dim=1)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)
-        if T == 1 and cache is not None and self.decode_kernel:  # a decode step, on the CPU
-            y = cpu_kernels.decode_attention(q, k, v, mask, self.head_dim ** -0.5)
+        if T == 1 and cache is not None and self.decode_attention is not None:
+            y = self.decode_attention(q, k, v, mask, self.head_dim ** -0.5)
         else:  # mask=None means plain causal attention over everything cached (no padding, no window)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and T > 1,
                                                enable_gqa=self.n_heads != self.n_kv_heads)

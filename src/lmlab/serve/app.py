@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lmlab.errors import LmlabError
 from lmlab.serve.config import ServeConfig
+from lmlab.serve.guard import Guard, ReadTimeoutH11
 from lmlab.serve.protocol import ApiError, from_validation
 from lmlab.serve.routes import chat, completions, embeddings, health, rag, tokenize
 from lmlab.serve.server import Server
@@ -42,6 +43,12 @@ def create_app(runner, config: ServeConfig | None = None) -> FastAPI:
     for area in (chat, completions, embeddings, tokenize, health, rag):
         app.include_router(area.router)
     _add_error_handlers(app)
+    app.add_middleware(Guard, config=server.cfg)  # Host, content type, 500s that keep the connection
+    if server.cfg.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=server.cfg.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["authorization", "content-type", "x-api-key"])
     app.add_middleware(_Count, metrics=server.metrics)
     return app
 
@@ -63,10 +70,8 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request, e: RequestValidationError):
         return _error(from_validation(e.errors()))
-
-    @app.exception_handler(Exception)
-    async def _internal(request, e: Exception):
-        return _error(ApiError(500, f"internal error: {type(e).__name__}: {e}", "server_error"))
+    # Anything else a route raises is Guard's 500 (Starlette's handler for Exception re-raises,
+    # which makes uvicorn reset the connection).
 
 
 class _Count:
@@ -130,5 +135,17 @@ def serve(config: ServeConfig | None = None, **values) -> None:
     runner = load_runner(cfg)
     print(f"lmlab serve: http://{cfg.host}:{cfg.port} config {json.dumps(cfg.redacted())}", file=sys.stderr,
           flush=True)
-    uvicorn.run(create_app(runner, cfg), host=cfg.host, port=cfg.port, log_level=cfg.log_level,
-                timeout_graceful_shutdown=2)
+    server = uvicorn.Server(uvicorn_config(create_app(runner, cfg), cfg))
+    server.run()
+    if not server.started:
+        raise LmlabError(f"could not serve on {cfg.host}:{cfg.port} (see uvicorn's message above)")
+
+
+def uvicorn_config(app, cfg: ServeConfig):
+    """uvicorn's settings for `app`: h11 with a read deadline (`guard.ReadTimeoutH11`)."""
+    import uvicorn
+
+    if not cfg.read_timeout > 0:
+        raise LmlabError(f"read_timeout must be > 0 seconds, got {cfg.read_timeout}")
+    return uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, timeout_graceful_shutdown=2,
+                          http=ReadTimeoutH11.with_timeout(cfg.read_timeout))

@@ -34,6 +34,11 @@ class ServeConfig:
     api_key: Optional[str] = option(None, "require 'Authorization: Bearer KEY' (env LMLAB_API_KEY)")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = option("warning", "uvicorn's log level")
     rag_indexes: Optional[str] = option(None, "folder of `lmlab rag index` folders served by /v1/rag/search|ask")
+    allowed_hosts: list[str] = option(help="Host names clients may reach the server by, besides localhost and IP "
+                                      "addresses of the bind address (* for any; others get 421)", factory=list)
+    cors_origins: list[str] = option(help="web origins (https://app.example) answered with CORS headers; "
+                                     "none by default, so other sites' pages cannot read responses", factory=list)
+    read_timeout: float = option(30.0, "seconds a request's headers, then its body, may take to arrive (408 beyond)")
     # limits
     max_concurrency: int = option(DEFAULT_MAX_CONCURRENCY, "sequences decoded together (the engine's batch)")
     max_queue: int = option(256, "requests admitted (running + waiting) before 429")
@@ -42,6 +47,9 @@ class ServeConfig:
     default_max_tokens: int = option(512, "chat's max_tokens when the request gives none")
     max_body_bytes: int = option(1 << 20, "largest request body (413 beyond)")
     max_embedding_batch: int = option(64, "inputs per /v1/embeddings request")
+    # tool calling
+    tool_example: bool = option(True, "show a worked tool call before the conversation when a request has tools "
+                                      "(small models call tools only after seeing one)")
 
     @property
     def model_name(self) -> str:

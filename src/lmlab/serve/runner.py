@@ -26,7 +26,6 @@ from concurrent.futures import Future
 
 import torch
 
-from lmlab.engine.engine import Engine
 from lmlab.errors import LmlabError
 
 log = logging.getLogger("lmlab.serve")
@@ -166,8 +165,7 @@ class EngineRunner:
                     self._send(rid, ("error", e))
                 self._sinks.clear()
                 self._held.clear()
-                self.engine = Engine(self.lm.model, self.lm.tokenizer, self.lm.stop_token_ids,
-                                     max_batch=self.max_batch)
+                self.engine = self.lm.new_engine(max_batch=self.max_batch)
                 time.sleep(0.01)
                 continue
             self.steps += 1

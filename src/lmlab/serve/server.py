@@ -13,12 +13,13 @@ import json
 import time
 
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 from pydantic import BaseModel, ValidationError
 
 from lmlab.errors import LmlabError
 from lmlab.serve.config import ServeConfig
 from lmlab.serve.metrics import Metrics
-from lmlab.serve.protocol import ApiError, from_validation
+from lmlab.serve.protocol import ApiError, check_text, from_validation
 
 
 class Server:
@@ -51,17 +52,26 @@ class Server:
         if length is not None and length.isdigit() and int(length) > limit:
             raise ApiError(413, f"request body is {int(length)} bytes; the limit is {limit}", code="request_too_large")
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise ApiError(413, f"request body exceeds the limit of {limit} bytes", code="request_too_large")
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(self.cfg.read_timeout):  # a body shorter than its Content-Length
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise ApiError(413, f"request body exceeds the limit of {limit} bytes",
+                                       code="request_too_large")
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise ApiError(408, f"request body incomplete after {self.cfg.read_timeout:g} s ({size} bytes read)",
+                           code="request_timeout", headers={"Connection": "close"}) from None
+        except ClientDisconnect:
+            raise ApiError(499, "client disconnected", code="client_closed") from None
         try:
             data = json.loads(b"".join(chunks))
         except (ValueError, UnicodeDecodeError, RecursionError) as e:
             raise ApiError(400, f"body is not valid JSON: {e}", code="invalid_json") from None
         if not isinstance(data, dict):
             raise ApiError(400, "body must be a JSON object", code="invalid_json")
+        check_text(data)
         try:
             body = schema.model_validate(data)
         except ValidationError as e:

@@ -2,7 +2,8 @@
 
 `stream(server, jobs, head, render, ...)` merges the delta queues of one or more admitted jobs
 (completions take several prompts per request), times the first token and the gaps between
-tokens, turns each delta into a chunk with the route's `render` (None skips it), answers an
+tokens, turns each delta into chunks with the route's `render` (a choice dict, a list of them
+for several chunks, e.g. a tool call's name and its first arguments, or None to skip), answers an
 engine error as an error event, ends with the usage chunk when asked and `[DONE]`, and releases
 every job however the stream ends: a client that goes away closes the generator, which aborts
 the jobs still running.
@@ -21,7 +22,7 @@ from lmlab.serve.protocol import usage
 from lmlab.serve.server import Server, engine_error
 
 
-async def stream(server: Server, jobs: list, head: dict, render: Callable[[int, object], dict | None], *,
+async def stream(server: Server, jobs: list, head: dict, render: Callable[[int, object], dict | list[dict] | None], *,
                  n_prompt: int, include_usage: bool, prelude: list[dict] = ()) -> AsyncIterator[str]:
     """SSE lines for `jobs` [(request id, queue)]; render(job index, Delta) -> choice dict."""
     m = server.metrics
@@ -59,8 +60,8 @@ async def stream(server: Server, jobs: list, head: dict, render: Callable[[int, 
                     m.itl.observe(now - last)
                 last = now
             choice = render(i, item)
-            if choice is not None:
-                yield data({**head, "choices": [choice]})
+            for c in ([] if choice is None else choice if isinstance(choice, list) else [choice]):
+                yield data({**head, "choices": [c]})
         if include_usage:
             yield data({**head, "choices": [], "usage": usage(n_prompt, generated)})
         yield "data: [DONE]\n\n"

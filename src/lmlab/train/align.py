@@ -4,6 +4,7 @@ RL from a reward model (ppo, grpo, rsft) is in `lmlab.train.rl`."""
 
 from __future__ import annotations
 
+from lmlab.cpu import optimize
 from lmlab.errors import LmlabError
 from lmlab.train import data as D
 from lmlab.train.config import TrainConfig
@@ -16,8 +17,8 @@ def comparison_batches(cfg: TrainConfig, tokenizer, path: str, collate, world: i
                        as_pairs: bool = True) -> Batches:
     """Tokenised comparisons (ranked lists split into pairs unless as_pairs is False), batched
     by similar length."""
-    stats = {}
-    comparisons = read_comparisons(path, cfg.skip_bad_rows, stats)
+    stats = {"reported": True}  # start() has reported unusable rows already
+    comparisons = read_comparisons(path, cfg.skip_bad_rows, stats, cfg.strict)
     if stats.get("skipped_rows"):
         print(f"{path}: skipped {stats['skipped_rows']} bad record(s)")
     examples = tokenize_all(comparisons, tokenizer, cfg.max_length, cfg.chat_template, as_pairs)
@@ -45,11 +46,18 @@ def held_out_loss(model, loss_fn, examples, collate, batch_size: int) -> dict:
 
 
 def start(cfg: TrainConfig, name: str):
-    """Common start: the run folder defaults to runs/NAME; (dist, model, tokenizer, folder, info)."""
+    """Common start: the run folder defaults to runs/NAME; (dist, model, tokenizer, folder, info).
+    The data files are read and checked first, so that a bad file fails before the model loads."""
     from lmlab.train.distributed import setup
+    from lmlab.train.preference import read_prompts
 
     if not cfg.data:
         raise LmlabError("no training data: give data (a .jsonl/.parquet file)")
+    for path in filter(None, (cfg.data, cfg.eval_data)):
+        if name in ("ppo", "grpo", "rsft"):
+            read_prompts(path, cfg.skip_bad_rows, cfg.strict)
+        else:
+            read_comparisons(path, cfg.skip_bad_rows, strict=cfg.strict)
     if cfg.output == TrainConfig.output:
         cfg.output = f"runs/{name}"
     if name == "dpo" and cfg.dpo.disable_dropout:
@@ -90,6 +98,7 @@ def _reference(cfg: TrainConfig, device):
     from lmlab.model.io.resolve import resolve
 
     ref = load_model(resolve(cfg.dpo.reference or cfg.model)).to(device).eval()
+    optimize(ref, device, "train")  # frozen: its products may take the CPU's faster path
     for p in ref.parameters():
         p.requires_grad_(False)
     return ref

@@ -107,6 +107,9 @@ class PretrainConfig:
     capacity_factor: float = 1.25
     aux_loss_coef: float = 0.01
     tokenizer: str | None = None  # model/tokenizer folder; "bpe:N": train an N-token BPE on the corpus; None: bundled
+    # Continued (domain-adaptive) pretraining: start from these weights (bundled name, HF folder, .gguf
+    # or hub id) with their tokenizer; `method` (full or lora) says what trains. None: a fresh model.
+    init: str | None = None
     val_fraction: float = 0.02  # documents held out for eval_loss
     peak_flops: float = 0.0  # FLOP/s that MFU is measured against; 0: measure a matmul on this machine
     samples: list[str] = field(default_factory=lambda: ["Once upon a time"])  # prompts continued at the end
@@ -138,6 +141,7 @@ class TrainConfig:
     max_length: int = 512
     packing: bool = False  # pack sequences into full rows; else length-bucketed padding
     skip_bad_rows: bool = False
+    strict: bool = False  # stop at a preference row that gives no usable pair (else count and skip it)
 
     max_steps: int = 0  # 0: run `epochs` epochs
     epochs: float = 1.0
@@ -160,6 +164,11 @@ class TrainConfig:
     eval_every: int = 0  # steps; 0 = only at the end
     save_every: int = 0  # steps; 0 = only at the end
     keep_last: int = 2
+    # Divergence guards (stop with the last good checkpoint kept; 0 turns a guard off): a loss more
+    # than `divergence_sigma` running standard deviations (and more than max(|mean|, 1)) above its
+    # running mean, or one update multiplying the trainable weights' norm by more than `max_weight_growth`.
+    divergence_sigma: float = 6.0
+    max_weight_growth: float = 100.0
     early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0 = off
     resume: bool = False
     progress: bool = True
@@ -188,6 +197,9 @@ class TrainConfig:
             (self.distributed in ("ddp", "fsdp"), f"distributed must be ddp or fsdp, got {self.distributed!r}"),
             (0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}"),
             (self.keep_last >= 1, f"keep_last must be >= 1, got {self.keep_last}"),
+            (self.divergence_sigma >= 0, f"divergence_sigma must be >= 0, got {self.divergence_sigma}"),
+            (self.max_weight_growth == 0 or self.max_weight_growth > 1,
+             f"max_weight_growth must be > 1 (or 0: off), got {self.max_weight_growth}"),
         ]
         for ok, message in checks:
             if not ok:

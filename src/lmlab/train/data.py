@@ -45,17 +45,30 @@ def read_records(path: str | Path, skip_bad_rows: bool = False, stats: dict | No
         return pq.read_table(path).to_pylist()
     if suffix == ".csv":
         import csv
+        import io
 
-        with path.open(newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f))
+        return list(csv.DictReader(io.StringIO(_utf8(path.read_bytes(), path), newline="")))
     if suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            data = json.loads(_utf8(path.read_bytes(), path))
+        except ValueError as e:
+            raise LmlabError(f"{path}: not valid JSON ({e})") from None
         if not isinstance(data, list):
             raise LmlabError(f"{path}: a .json data file must hold a list of records")
         return data
-    records, bad = [], 0
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    records, bad, offset = [], 0, 0
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            start, offset = offset, offset + len(raw)
+            try:
+                line = _utf8(raw, path, start, n)
+            except LmlabError:
+                if not skip_bad_rows:
+                    raise
+                bad += 1
+                continue
+            if n == 1:
+                line = line.removeprefix("\ufeff")  # a byte order mark some editors write
             if not line.strip():
                 continue
             try:
@@ -72,6 +85,18 @@ def read_records(path: str | Path, skip_bad_rows: bool = False, stats: dict | No
     if stats is not None:
         stats["skipped_rows"] = stats.get("skipped_rows", 0) + bad
     return records
+
+
+def _utf8(data: bytes, path: Path, start: int = 0, line: int | None = None) -> str:
+    """`data` (read from `path` at byte `start`) as text; not UTF-8: an error naming file, line and
+    byte offset, where a traceback inside the JSON reader would name neither."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        where = f"{path}:{line}" if line is not None else str(path)
+        raise LmlabError(f"{where}: not UTF-8 text: byte 0x{data[e.start]:02x} at byte offset {start + e.start} "
+                         f"({e.reason}); re-encode the file as UTF-8"
+                         + ("" if line is None else " or pass --skip-bad-rows")) from None
 
 
 def _read_hub(spec: str) -> list[dict]:
@@ -156,7 +181,7 @@ def tokenize_records(records: list[dict], tokenizer, max_length: int, chat_templ
                                       sort_keys=True, default=str).encode()).hexdigest()[:24]
         cache = _cache_dir() / f"{h}.pt"
         if cache.is_file():
-            return [Example(i, l) for i, l in torch.load(cache)]
+            return [Example(i, l) for i, l in torch.load(cache, weights_only=True)]
     from tqdm import tqdm
 
     out = [tokenize_chat(to_messages(r), tokenizer, max_length, chat_template)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from lmlab import allocator
 
 
 @dataclass
@@ -39,7 +38,6 @@ class Dist:
 
 
 def setup(device: str = "auto") -> Dist:
-    allocator.tune()  # training allocates and frees big activations every step
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())

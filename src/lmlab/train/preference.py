@@ -4,8 +4,12 @@ Record formats (detected per record):
 - pairs {"prompt", "chosen", "rejected", "margin"?}: prompt a string or chat messages; chosen and
   rejected strings, or message lists whose last message is the answer (when there is no prompt,
   the messages before it are the prompt);
-- HH-RLHF {"chosen", "rejected"}: whole dialogues "\n\nHuman: ...\n\nAssistant: ...", whose last
-  assistant turn is the answer and the turns before it the prompt (they must agree);
+- HH-RLHF {"chosen", "rejected"}: whole dialogues "\n\nHuman: ...\n\nAssistant: ...". The prompt is
+  the longest common prefix of their turns (as TRL's `extract_prompt`), and each answer what
+  follows it: assistant turns only (consecutive ones joined), since a few percent of real rows
+  branch before their last turn (an "\n\nAssistant:" written inside an answer). A row that still
+  gives no usable pair (no common prompt, a human turn or nothing after it) is `Unusable`:
+  counted and skipped, or with `strict` an error naming file:line;
 - ranked lists {"prompt", "responses", "ranks" | "scores"}: ranks a permutation of 1..n (1 = best),
   or scores (higher = better).
 Every comparison becomes a `Comparison` (responses best first); `tokenize` gives a `Ranked` with a
@@ -53,6 +57,37 @@ def hh_to_messages(text: str) -> list[dict]:
     return [{"role": roles[r], "content": c.strip()} for r, c in zip(parts[1::2], parts[2::2])]
 
 
+class Unusable(ValueError):
+    """A well-formed record that yields no usable comparison (skipped and counted unless strict)."""
+
+
+def hh_comparison(chosen: str, rejected: str) -> tuple[list[dict], str, str]:
+    """(prompt, chosen answer, rejected answer) of two HH-RLHF dialogues."""
+    c, r = hh_to_messages(chosen), hh_to_messages(rejected)
+    n = 0
+    while n < min(len(c), len(r)) and c[n] == r[n]:
+        n += 1
+    while n and c[n - 1]["role"] == "assistant":  # answers continue a user turn
+        n -= 1
+    if not n:
+        raise Unusable("chosen and rejected dialogues differ before their first answer: no common prompt")
+    answers = []
+    for name, rest in (("chosen", c[n:]), ("rejected", r[n:])):
+        if any(m["role"] != "assistant" for m in rest):
+            raise Unusable(f"the dialogues branch before their last answer: {name} goes on with a human turn")
+        text = "\n\n".join(m["content"] for m in rest if m["content"])
+        if not text.strip():
+            raise Unusable(f"empty {name} answer")
+        answers.append(text)
+    if answers[0].strip() == answers[1].strip():
+        raise Unusable("identical answers cannot be ranked (chosen == rejected)")
+    return c[:n], answers[0], answers[1]
+
+
+def _is_hh(value) -> bool:
+    return isinstance(value, str) and value.startswith("\n\nHuman:")
+
+
 def _messages(value, what: str) -> list[dict]:
     if isinstance(value, str):
         return [{"role": "user", "content": value}]
@@ -85,6 +120,9 @@ def to_comparison(rec: dict) -> Comparison:
             keys = ", ".join(k for k in rec if k != "_where")
             raise ValueError(f"unknown preference format (keys: {keys}); expected prompt/chosen/rejected, "
                              "HH-RLHF chosen/rejected dialogues, or prompt/responses/ranks|scores")
+        if "prompt" not in rec and _is_hh(rec["chosen"]) and _is_hh(rec["rejected"]):
+            prompt, chosen, rejected = hh_comparison(rec["chosen"], rec["rejected"])
+            return _checked(Comparison(prompt, [chosen, rejected], None, _margin(rec), where))
         before_c, chosen = _split_answer(rec["chosen"], "chosen")
         before_r, rejected = _split_answer(rec["rejected"], "rejected")
         if "prompt" in rec:
@@ -97,12 +135,22 @@ def to_comparison(rec: dict) -> Comparison:
             if before_c != before_r:
                 raise ValueError("chosen and rejected dialogues differ before their last answer")
             prompt = before_c
-        margin = rec.get("margin", 0.0)
-        if not isinstance(margin, (int, float)) or isinstance(margin, bool):
-            raise ValueError(f"margin must be a number, got {margin!r}")
-        return _checked(Comparison(prompt, [chosen, rejected], None, float(margin), where))
+        return _checked(Comparison(prompt, [chosen, rejected], None, _margin(rec), where))
+    except Unusable as e:
+        raise UnusableRow(f"{where}: {e}") from None
     except ValueError as e:
         raise LmlabError(f"{where}: {e}") from None
+
+
+class UnusableRow(LmlabError):
+    """`Unusable`, named by file:line."""
+
+
+def _margin(rec: dict) -> float:
+    margin = rec.get("margin", 0.0)
+    if not isinstance(margin, (int, float)) or isinstance(margin, bool):
+        raise ValueError(f"margin must be a number, got {margin!r}")
+    return float(margin)
 
 
 def _ranked(rec: dict, where: str) -> Comparison:
@@ -138,30 +186,53 @@ def _checked(c: Comparison) -> Comparison:
     return c
 
 
-def read_comparisons(path, skip_bad_rows: bool = False, stats: dict | None = None) -> list[Comparison]:
+def read_comparisons(path, skip_bad_rows: bool = False, stats: dict | None = None,
+                     strict: bool = False) -> list[Comparison]:
     """Comparisons from a data file; a bad record is an error naming file:line, or with
-    skip_bad_rows a skip counted in stats["skipped_rows"]."""
+    skip_bad_rows a skip counted in stats["skipped_rows"]. A well-formed row that gives no usable
+    pair (`Unusable`) is counted in stats["unusable_rows"] and skipped, or with strict an error."""
     stats = {} if stats is None else stats
     out = []
     for rec in read_records(path, skip_bad_rows, stats):
         try:
             out.append(to_comparison(rec))
+        except UnusableRow as e:
+            if strict:
+                raise LmlabError(f"{e} (--strict)") from None
+            _count_unusable(stats, e)
         except LmlabError:
             if not skip_bad_rows:
                 raise
             stats["skipped_rows"] = stats.get("skipped_rows", 0) + 1
+    _report_unusable(path, stats, len(out))
     if not out:
         raise LmlabError(f"{path}: no usable comparisons")
     return out
 
 
-def read_prompts(path, skip_bad_rows: bool = False) -> list[list[dict]]:
+def _count_unusable(stats: dict, e: UnusableRow) -> None:
+    stats["unusable_rows"] = stats.get("unusable_rows", 0) + 1
+    stats.setdefault("first_unusable", str(e))
+
+
+def _report_unusable(path, stats: dict, kept: int) -> None:
+    if stats.get("unusable_rows") and not stats.get("reported"):
+        stats["reported"] = True
+        print(f"{path}: skipped {stats['unusable_rows']} row(s) that give no usable pair, kept {kept} "
+              f"(first: {stats['first_unusable']}); --strict stops at them instead")
+
+
+def read_prompts(path, skip_bad_rows: bool = False, strict: bool = False) -> list[list[dict]]:
     """Prompts (as chat messages) for RL: any preference record, or {"prompt"} / {"messages"}."""
-    prompts = []
+    prompts, stats = [], {}
     for rec in read_records(path, skip_bad_rows):
         if "chosen" in rec or "responses" in rec:
             try:
                 prompts.append(to_comparison(rec).prompt)
+            except UnusableRow as e:
+                if strict:
+                    raise LmlabError(f"{e} (--strict)") from None
+                _count_unusable(stats, e)
             except LmlabError:
                 if not skip_bad_rows:
                     raise
@@ -173,6 +244,7 @@ def read_prompts(path, skip_bad_rows: bool = False) -> list[list[dict]]:
         except ValueError as e:
             raise LmlabError(f"{where}: {e}") from None
         prompts.append(msgs[:-1] if msgs[-1]["role"] == "assistant" else msgs)
+    _report_unusable(path, stats, len(prompts))
     return prompts
 
 

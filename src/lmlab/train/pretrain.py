@@ -164,6 +164,8 @@ def pretrain(cfg: TrainConfig) -> dict:
     p, out, T = cfg.pretrain, Path(cfg.output), cfg.max_length
     d = setup(cfg.device)
     texts = corpus.read_corpus(cfg.data)
+    if p.init:
+        return continue_pretraining(cfg, d, texts)
     if d.main:  # rank 0 trains the tokenizer (if any); after the barrier every rank finds it on disk
         tokenizer_folder(p, texts, out)
     d.barrier()
@@ -192,6 +194,43 @@ def pretrain(cfg: TrainConfig) -> dict:
     if "eval_loss" in result:
         result["eval_ppl"] = math.exp(min(result["eval_loss"], 50))
     return finish(trainer, model, config, tokenizer, folder, cfg, result)
+
+
+def continue_pretraining(cfg: TrainConfig, d, texts: list[str]) -> dict:
+    """`--init MODEL`: the next-token objective on loaded weights (domain-adaptive pretraining),
+    packed as above, full or LoRA (`method`). The validation split is scored before and after,
+    so the result says how far the domain's perplexity fell."""
+    from lmlab.model.io.hf import load_model
+    from lmlab.model.io.resolve import resolve
+    from lmlab.tokenizer import Tokenizer
+    from lmlab.train import run
+
+    if cfg.method not in ("full", "lora"):
+        raise LmlabError(f"pretrain.init: method must be full or lora, got {cfg.method!r}")
+    folder = resolve(cfg.pretrain.init)
+    tokenizer = Tokenizer.from_folder(folder)
+    torch.manual_seed(cfg.seed)
+    model = load_model(folder).train()
+    if cfg.max_length > model.config.max_seq_len:
+        raise LmlabError(f"max_length={cfg.max_length} exceeds the model's context of {model.config.max_seq_len}")
+    train_rows, val_rows = split_rows(texts, tokenizer, cfg.max_length, cfg.pretrain.val_fraction, cfg.seed)
+    evaluate = evaluate_rows(val_rows, cfg.batch_size)
+    with torch.no_grad():
+        before = evaluate(model.eval())["eval_loss"]
+    model.train()
+    info = run.apply_method(model, cfg, quiet=not d.main)
+    if d.main:
+        print(f"continued pretraining of {folder} on {train_rows['ids'].numel():,} tokens "
+              f"({len(train_rows['ids'])} rows of {cfg.max_length}); validation perplexity before: "
+              f"{math.exp(min(before, 50)):.3f}")
+    data = row_batches(train_rows, cfg.batch_size * d.world, cfg.seed)
+    trainer = Trainer(model, objective.loss, data, cfg, evaluate, d)
+    result = {**info, **trainer.fit(), "init_eval_loss": before, "init_eval_ppl": math.exp(min(before, 50))}
+    if "eval_loss" in result:
+        result["eval_ppl"] = math.exp(min(result["eval_loss"], 50))
+    if d.main:
+        result.update(samples(model, tokenizer, cfg.pretrain.samples))
+    return run.finish(trainer, model, folder, cfg, result, "continued pretraining")
 
 
 def finish(trainer, model, config, tokenizer, folder, cfg: TrainConfig, result: dict) -> dict:

@@ -192,7 +192,7 @@ def _setup(cfg: TrainConfig, name: str):
     engine = LM(model, tokenizer, Path(folder)).engine
     engine.max_batch = max(engine.max_batch, cfg.ppo.samples)
     encode = lambda path: [prompt_ids(p, tokenizer, cfg.chat_template)[-cfg.max_length // 2:]
-                           for p in read_prompts(path, cfg.skip_bad_rows)]
+                           for p in read_prompts(path, cfg.skip_bad_rows, cfg.strict)]
     return d, model, tokenizer, folder, info, scorer, engine, encode
 
 
@@ -258,7 +258,7 @@ def rsft(cfg: TrainConfig) -> dict:
     if c.samples < 2:
         raise LmlabError(f"rsft keeps the best of ppo.samples responses; give ppo.samples >= 2, got {c.samples}")
     d, model, tokenizer, folder, info, scorer, engine, _ = _setup(cfg, "rsft")
-    conversations = read_prompts(cfg.data, cfg.skip_bad_rows)
+    conversations = read_prompts(cfg.data, cfg.skip_bad_rows, cfg.strict)
     ids = [prompt_ids(p, tokenizer, cfg.chat_template) for p in conversations]
     seen = []
 

@@ -80,11 +80,20 @@ def untie_head(model) -> None:
     model.config.tie_embeddings = False
 
 
-def sft_batches(cfg: TrainConfig, tokenizer, path: str, world: int = 1) -> Batches:
+def sft_records(cfg: TrainConfig, path: str) -> list[dict]:
+    """The records of a data file, each checked to be a supported format (an error naming file:line)."""
     stats = {}
     records = D.read_records(path, cfg.skip_bad_rows, stats)
     if stats.get("skipped_rows"):
         print(f"{path}: skipped {stats['skipped_rows']} malformed line(s)")
+    for r in records:
+        D.to_messages(r)
+    return records
+
+
+def sft_batches(cfg: TrainConfig, tokenizer, path: str, world: int = 1, records: list[dict] | None = None) -> Batches:
+    """Tokenised, batched examples of `path` (or of its `records`, read already)."""
+    records = sft_records(cfg, path) if records is None else records
     key = hashlib.sha256((tokenizer.backend.to_str() + str(tokenizer.chat_template)).encode()).hexdigest()
     examples = D.tokenize_records(records, tokenizer, cfg.max_length, cfg.chat_template, cache_key=key)
     if not examples:
@@ -184,17 +193,20 @@ def sft(cfg: TrainConfig) -> dict:
         return train_feature(cfg)
     if not cfg.data:
         raise LmlabError("no training data: give data (a .jsonl/.parquet file, or flan for the built-in tasks)")
+    flan_run = cfg.data == "flan"
+    # The data is read and checked before the model loads, so that a bad file fails at once.
+    records = None if flan_run else sft_records(cfg, cfg.data)
+    eval_records = sft_records(cfg, cfg.eval_data) if cfg.eval_data else None
     d = setup(cfg.device)
     model, tokenizer, folder = load_base(cfg)
-    flan_run = cfg.data == "flan"
     if flan_run:
         cfg.data, held = _write_flan(cfg)
         before = _flan_score(model, tokenizer, folder, held) if d.main else None
     info = apply_method(model, cfg, quiet=not d.main)
-    data = sft_batches(cfg, tokenizer, cfg.data, d.world)
+    data = sft_batches(cfg, tokenizer, cfg.data, d.world, records)
     evaluate = None
     if cfg.eval_data:
-        held = sft_batches(cfg, tokenizer, cfg.eval_data)
+        held = sft_batches(cfg, tokenizer, cfg.eval_data, records=eval_records)
         evaluate = eval_loss(sft_objective.loss, held.examples, held.collate, cfg.batch_size)
     trainer = Trainer(model, sft_objective.loss, data, cfg, evaluate, d)
     result = {**info, **trainer.fit()}

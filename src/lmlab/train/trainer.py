@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from lmlab.cpu import optimize
 from lmlab.errors import LmlabError
 from lmlab.train import checkpoint
 from lmlab.train.config import TrainConfig
@@ -62,6 +63,7 @@ class Trainer:
         self.d = d or setup(cfg.device)
         self.out = Path(cfg.output)
         self.model = model.to(self.d.device)
+        optimize(model, self.d.device, "train")  # the CPU speed layer, where it applies
         model.gradient_checkpointing = cfg.gradient_checkpointing
         self.module = wrap(_Objective(model, loss_fn), self.d, cfg.distributed)
         self.params = params or [p for p in self.module.parameters() if p.requires_grad]
@@ -99,7 +101,11 @@ class Trainer:
     def resume(self) -> bool:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
-        path = checkpoint.latest(self.out / "checkpoints")
+        root = self.out / "checkpoints"
+        path = checkpoint.latest(root)
+        skipped = [p.name for p in sorted(root.glob("step-*")) if path is None or p.name > path.name]
+        if skipped and self.d.main:
+            print(f"skipping incomplete checkpoint(s) {', '.join(skipped)} (files missing)")
         if path is None:
             return False
         model_state, optim_state, state = checkpoint.load(path, self.d)
@@ -124,6 +130,7 @@ class Trainer:
                    disable=not (cfg.progress and d.main), dynamic_ncols=True)
         plan = self.data.plan(self.state["epoch"])
         last, t0, tokens = {}, time.perf_counter(), 0
+        weight_norm = self._weight_norm()
         while self.state["step"] < self.total_steps:
             self.module.train()
             totals = [0.0, 0.0, 0.0]  # loss sum, count, tokens (this rank)
@@ -149,6 +156,7 @@ class Trainer:
             loss_total, count, step_tokens = d.sum(totals)
             if not math.isfinite(loss_total):
                 self._diverged(f"loss became {loss_total}")
+            self._watch_loss(loss_total / max(count, 1))
             # DDP averaged over ranks; turn that into a mean over the global count.
             scale = d.world / max(count, 1)
             for p in self.params:
@@ -163,6 +171,10 @@ class Trainer:
                 g["lr"] = lr
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
+            before, weight_norm = weight_norm, self._weight_norm()
+            if cfg.max_weight_growth and before > 0 and not weight_norm <= cfg.max_weight_growth * before:
+                self._diverged(f"one update multiplied the trainable weights' norm by {weight_norm / before:.3g} "
+                               f"({before:.4g} -> {weight_norm:.4g})", good_before=self.state["step"] + 1)
             self.state["step"] += 1
             tokens += step_tokens
             step = self.state["step"]
@@ -193,9 +205,35 @@ class Trainer:
             self.save()
         return last
 
-    def _diverged(self, what: str, saved: bool = False) -> None:
-        """Stop without writing anything: the last checkpoint stays the last good one."""
+    def _watch_loss(self, loss: float) -> None:
+        """Stop at a loss spike against the loss's running mean and variance (exponential, over
+        about the last 20 steps, kept in the state so that a resumed run judges alike)."""
+        sigma, st = self.cfg.divergence_sigma, self.state
+        n, mean, var = st.get("loss_n", 0), st.get("loss_mean", 0.0), st.get("loss_var", 0.0)
+        if sigma and n >= 10 and loss - mean > max(sigma * math.sqrt(var), abs(mean), 1.0):
+            # The weights that gave this loss came from the previous step's update.
+            self._diverged(f"the loss jumped to {loss:.4g} (running mean {mean:.4g}, std {math.sqrt(var):.3g})",
+                           good_before=st["step"])
+        a = 1.0 / min(n + 1, 20)
+        delta = loss - mean
+        st["loss_n"], st["loss_mean"] = n + 1, mean + a * delta
+        st["loss_var"] = (1 - a) * (var + a * delta * delta)
+
+    def _weight_norm(self) -> float:
+        """The norm of all trainable weights (this rank's shards summed over ranks under FSDP)."""
+        local = [p.detach().to_local() if hasattr(p, "to_local") else p.detach() for p in self.params]
+        sq = float(torch.stack([n.float() for n in torch._foreach_norm(local)]).square().sum())
+        if self.d.world > 1 and self.cfg.distributed == "fsdp":
+            sq = self.d.sum([sq])[0]
+        return math.sqrt(sq)
+
+    def _diverged(self, what: str, saved: bool = False, good_before: int | None = None) -> None:
+        """Stop without writing anything: the last checkpoint stays the last good one (the newest
+        one written before step `good_before`, when the damage began earlier than this step)."""
         kept = checkpoint.latest(self.out / "checkpoints")
+        if good_before is not None and kept is not None and int(kept.name.split("-")[1]) >= good_before:
+            kept = max((p for p in kept.parent.glob("step-*")
+                        if checkpoint.complete(p) and int(p.name.split("-")[1]) < good_before), default=None)
         when = "after" if saved else "at"
         raise LmlabError(f"{what} {when} step {self.state['step'] + (0 if saved else 1)}; stopped. Last good "
                          f"checkpoint: {kept or 'none yet'} (lower the learning rate, or check the data)")

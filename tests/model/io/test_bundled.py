@@ -79,12 +79,12 @@ def test_paris(bundled_lm):
 
 @pytest.mark.parametrize("packed", [True, False], ids=["onednn", "mkl"])
 def test_fp32_through_either_gemm_matches_transformers(bundled_folder, reference, monkeypatch, packed):
-    # LM.load packs fp32 linears for oneDNN on non-Intel CPUs (quant.onednn_preferred): both ways
-    # are checked here whatever this machine's CPU is
+    # LM.load packs fp32 linears for oneDNN on non-Intel CPUs (lmlab.cpu.features.onednn_preferred):
+    # both ways are checked here whatever this machine's CPU is
+    from lmlab.cpu import features
     from lmlab.lm import LM
-    from lmlab.model import quant
 
-    monkeypatch.setattr(quant, "onednn_preferred", lambda: packed)
+    monkeypatch.setattr(features, "onednn_preferred", lambda: packed)
     lm = LM.load(str(bundled_folder))
     kinds = {type(m).__name__ for m in lm.model.modules() if hasattr(m, "out_features")}
     assert kinds == ({"PackedLinear"} if packed else {"Linear"})

@@ -106,12 +106,13 @@ def test_frozen_base_through_either_gemm_gives_the_same_output_and_gradients(mon
     gradient); forced on or off here, both must equal the plain layer's."""
     from torch import nn
 
-    from lmlab.model import quant
+    from lmlab.cpu.onednn import frozen_through_onednn
     from lmlab.model.peft import lora
 
-    monkeypatch.setattr(quant, "onednn_preferred", lambda: onednn)
     torch.manual_seed(0)
     base = nn.Linear(48, 40)
+    if onednn:
+        frozen_through_onednn(base)  # as lmlab.cpu.optimize does where oneDNN is preferred
     m = lora.LoRALinear(base, [("q_proj", 40)], {"q_proj"}, r=4, alpha=8)
     nn.init.normal_(m.lora_B["q_proj"].weight)
     ref = nn.Linear(48, 40)
@@ -132,4 +133,4 @@ def test_frozen_base_through_either_gemm_gives_the_same_output_and_gradients(mon
                                    rtol=1e-5, atol=1e-5)
     parent = nn.Sequential(m)
     merge_lora(parent)
-    assert "_onednn" not in parent[0].__dict__  # merging drops the packed copies
+    assert "_onednn" not in parent[0].__dict__  # merging drops the packed copies of the old weight

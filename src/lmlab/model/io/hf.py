@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 
-from lmlab import allocator
 from lmlab.errors import LmlabError
 from lmlab.model.config import ModelConfig
 from lmlab.model.io.folder import save_hf_folder
@@ -146,7 +145,6 @@ def load_model(folder: str | Path, dtype: torch.dtype = torch.float32, weights: 
     block by block as the checkpoint is read: peak memory is the converted model plus one block
     as loaded, never the whole model in `dtype`.
     """
-    allocator.tune()  # before the first big tensor
     config = read_config(folder)
     where = _tensor_files(Path(folder))
     with torch.device("meta"):

@@ -20,7 +20,6 @@ from torch import nn
 
 from lmlab.errors import LmlabError
 from lmlab.model.io.hf import FUSED, GPT2_NAMES, LLAMA_NAMES, _rename
-from lmlab.model.quant import drop_packed, frozen_linear
 
 # peft's "all-linear": every Linear but the output layer.
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -101,11 +100,10 @@ class Dropout(nn.Module):
 
 def _frozen(base: nn.Module, x):
     """The base layer's output; int8 bases (QLoRA-style) have no autograd kernel, so their input
-    gradient is taken through the dequantised weight. fp32 bases go through quant.frozen_linear
-    (oneDNN's GEMM where it beats MKL's)."""
+    gradient is taken through the dequantised weight."""
     if hasattr(base, "qweight") and hasattr(base, "scale") and torch.is_grad_enabled() and x.requires_grad:
         return _Int8Frozen.apply(x, base)
-    return frozen_linear(base, x)
+    return base(x)
 
 
 class _Int8Frozen(torch.autograd.Function):
@@ -207,7 +205,8 @@ def merge_lora(model) -> nn.Module:
         if not isinstance(m.base, nn.Linear):
             raise LmlabError("merging needs full-precision base weights; reload the base model in fp32/bf16")
         m.base.weight += m.delta_weight().to(m.base.weight.dtype)
-        drop_packed(m.base)
+        if hasattr(m.base, "drop_copies"):  # copies derived from the old weight (lmlab.cpu's layouts)
+            m.base.drop_copies()
         parent, leaf = _parent(model, name)
         setattr(parent, leaf, m.base)
     return model

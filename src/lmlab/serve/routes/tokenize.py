@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from lmlab.errors import LmlabError
-from lmlab.serve.protocol import ApiError, DetokenizeRequest, TokenizeRequest
+from lmlab.serve.protocol import ApiError, DetokenizeRequest, TokenizeRequest, chat_messages
 
 router = APIRouter()
 
@@ -30,8 +30,7 @@ async def tokenize(request: Request):
         ids = server.tok.encode(body.prompt, add_special_tokens=body.add_special_tokens)
     else:
         try:
-            ids = server.tok.encode_chat([m.model_dump(exclude_none=True) for m in body.messages],
-                                         body.add_generation_prompt)
+            ids = server.tok.encode_chat(chat_messages(body.messages), body.add_generation_prompt)
         except LmlabError as e:
             raise ApiError(400, str(e), param="messages") from None
     return {"tokens": ids, "count": len(ids), "max_model_len": server.ctx}

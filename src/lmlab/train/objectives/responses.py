@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmlab.model.quant import frozen_linear
 
 
 class OnTrunk(nn.Module):
@@ -103,7 +102,7 @@ def token_logps(model, batch: dict, h: torch.Tensor | None = None, temperature: 
     """Log-prob of each response token (flat, [N]); with entropy=True also the entropy of each
     predicting distribution. Only predicting positions go through the output layer."""
     h = hidden_states(model, batch) if h is None else h
-    logits = frozen_linear(model.lm_head, h[batch["pred"]]).float()
+    logits = model.lm_head(h[batch["pred"]]).float()
     if temperature != 1.0:
         logits = logits / temperature
     logps = -F.cross_entropy(logits, batch["target"], reduction="none")

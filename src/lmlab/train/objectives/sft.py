@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from lmlab.model.quant import frozen_linear
 from lmlab.train.data import IGNORE, pack_batch, pad_batch
 
 
@@ -19,6 +18,6 @@ def loss(model, batch) -> tuple:
     h = model.hidden_states(ids, positions=batch.get("positions"), segments=batch.get("segments"))
     target = labels[:, 1:]
     keep = target != IGNORE
-    logits = frozen_linear(model.lm_head, h[:, :-1][keep])  # oneDNN where faster, if frozen
+    logits = model.lm_head(h[:, :-1][keep])
     total = F.cross_entropy(logits.float(), target[keep], reduction="sum")
     return total, int(keep.sum()), {"tokens": batch["tokens"]}

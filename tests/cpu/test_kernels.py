@@ -1,4 +1,4 @@
-"""lmlab's own CPU kernels (lmlab.model.cpu_kernels): exactly the products they define, on the AVX2
+"""lmlab's own CPU kernels (lmlab.cpu.kernels): exactly the products they define, on the AVX2
 path (inputs a multiple of 32) and the plain C++ one, for any number of rows."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from lmlab.model import cpu_kernels
+from lmlab.cpu import int8, kernels as cpu_kernels
 from lmlab.model.quant import Int8Linear
 
 pytestmark = pytest.mark.skipif(not cpu_kernels.available(),
@@ -68,6 +68,7 @@ def test_int8_linear_takes_bf16_and_returns_bf16_and_a_zero_row_stays_zero():
 def test_int8_layers_decode_through_the_kernel_and_agree_with_torchs():
     torch.manual_seed(0)
     layer = Int8Linear(nn.Linear(128, 96)).to(torch.bfloat16)
+    int8.use_cpu_int8(layer)  # as lmlab.cpu.optimize does
     assert layer.own_kernel
     x = torch.randn(2, 128).bfloat16()
     with torch.no_grad(), torch.profiler.profile() as prof:
@@ -90,7 +91,9 @@ def test_a_build_failure_leaves_torchs_kernels(monkeypatch):
     try:
         with pytest.warns(UserWarning, match="could not be built"):
             assert cpu_kernels.available() is False
-        assert Int8Linear(nn.Linear(64, 32)).own_kernel is False
+        layer = nn.Sequential(Int8Linear(nn.Linear(64, 32)))
+        int8.use_cpu_int8(layer)
+        assert getattr(layer[0], "own_kernel", False) is False
     finally:
         monkeypatch.undo()
         cpu_kernels.available.cache_clear()
@@ -128,3 +131,11 @@ def test_greedy_pick_is_the_first_argmax_and_its_log_softmax():
     assert idx.tolist() == logits.argmax(-1).tolist() and idx[1] == 7 and idx[2] == 1001
     ref = logits.log_softmax(-1).gather(1, idx[:, None])[:, 0]
     assert torch.allclose(lp, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_a_build_is_announced_only_when_the_kernels_are_not_yet_built():
+    if not cpu_kernels.available():
+        pytest.skip("kernels unavailable here")
+    name = f"lmlab_cpu_kernels_{torch.backends.cpu.get_cpu_capability().lower()}"
+    assert cpu_kernels._built(name)  # the line is not printed again once built
+    assert not cpu_kernels._built("lmlab_cpu_kernels_never_built")

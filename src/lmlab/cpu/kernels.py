@@ -1,4 +1,4 @@
-"""lmlab's own CPU kernels (cpu_kernels.cpp), compiled once on first use with torch's C++
+"""lmlab's own CPU kernels (kernels.cpp), compiled once on first use with torch's C++
 extension builder and cached by torch (~/.cache/torch_extensions; about 20 s on 2 cores).
 
 Where they cannot be built (no C++ compiler, no ninja) or LMLAB_NO_KERNELS=1 is set, `available()`
@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import warnings
 from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
+SOURCE = Path(__file__).with_name("kernels.cpp")
 
 
 @functools.cache
@@ -28,6 +29,9 @@ def available() -> bool:
         # one build per instruction set: a cache shared by different CPUs must not hand an AVX-512
         # build to an AVX2 one
         name = f"lmlab_cpu_kernels_{torch.backends.cpu.get_cpu_capability().lower()}"
+        if not _built(name):  # the one silent wait a fresh machine has: say so before it starts
+            print("lmlab: building the CPU kernels once for this machine (about 20 s; cached after)",
+                  file=sys.stderr, flush=True)
         load(name=name, sources=[str(SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"],
              is_python_module=False, verbose=False)
     except Exception as e:  # no compiler, no ninja, a failed build: torch's kernels still work
@@ -39,6 +43,12 @@ def available() -> bool:
     torch.library.register_fake("lmlab_cpu::greedy_pick")(
         lambda x: (x.new_empty(x.shape[0], dtype=torch.long), x.new_empty(x.shape[0])))
     return True
+
+
+def _built(name: str) -> bool:
+    from torch.utils.cpp_extension import _get_build_directory
+
+    return (Path(_get_build_directory(name, verbose=False)) / f"{name}.so").exists()
 
 
 def _int8_linear_shape(x, q, scale):
@@ -61,15 +71,3 @@ def greedy_pick(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """For fp32 logits [B, V]: each row's argmax (the first, as torch.argmax) and its log-probability,
     as log_softmax + argmax + gather give, without the [B, V] log-softmax."""
     return torch.ops.lmlab_cpu.greedy_pick(logits)
-
-
-def use_decode_attention(model: torch.nn.Module) -> bool:
-    """Let a CPU model's attention layers take decode_attention for decode steps (one query per
-    row, keys from a cache), where the kernels are built; whether they now do."""
-    from lmlab.model.transformer import Attention
-
-    on = available() and all(p.device.type == "cpu" for p in model.parameters())
-    for m in model.modules():
-        if isinstance(m, Attention):
-            m.decode_kernel = on
-    return on
