@@ -45,7 +45,7 @@ def app_client(docs, tmp_path, tokenizer):
     Index.build([docs], tmp_path / "indexes" / "facts", IndexConfig(chunk_tokens=64, overlap=8))
     runner = ScriptedRunner(tokenizer, "Mount Etna is on Sicily [1].")
     app = create_app(runner, ServeConfig(rag_indexes=str(tmp_path / "indexes")))
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:  # a host the server answers to
         yield client, runner
 
 
