@@ -24,6 +24,12 @@ SYSTEM = ("You answer questions using only the numbered passages you are given. 
           f"do not contain the answer, reply exactly: {ABSTAIN}.")
 # sentences each ending in one or more [n] marks, or the abstention
 CITED_ANSWER = r"(?:[^\[\]\n]{1,300}( ?\[[1-9][0-9]?\])+\.? ?){1,4}|" + ABSTAIN
+
+
+def cited_answer(n_passages: int) -> str:
+    """CITED_ANSWER with marks limited to the passages shown, [1]..[n]."""
+    mark = f"[1-{n_passages}]" if n_passages <= 9 else r"[1-9][0-9]?"
+    return CITED_ANSWER.replace(r"[1-9][0-9]?", mark, 1)
 _CITE = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 _MIN_PASSAGE_TOKENS = 24  # a cut passage shorter than this is left out instead
 
@@ -151,7 +157,7 @@ def prepare(question: str, index, k: int = 5, mode: str = "hybrid", *, tokenizer
     passages, shown, notes = [h.chunk.text for h in hits], question, []
     if tokenizer is not None and context is not None:
         shown, passages, notes = fit_passages(tokenizer, question, passages, context - max_new_tokens, instructions)
-    regex = constrained if isinstance(constrained, str) else CITED_ANSWER
+    regex = constrained if isinstance(constrained, str) else cited_answer(len(passages))
     params = {"guided_regex": regex} if constrained and _has_guided_regex() else {}
     return Prepared(question, hits, passages, messages_for(shown, passages, instructions), params, notes)
 
