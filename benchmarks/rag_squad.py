@@ -30,6 +30,10 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SHORT = ("Reply with only the short answer (a few words, no sentence), followed by the number of the passage "
          "it comes from in brackets, e.g.: Paris [2]")
 CLOSED = "Reply with only the short answer (a few words, no sentence)."
+# Where the engine has constrained decoding, both settings are held to a short answer (the RAG one
+# with its citation), so the comparison is of what the model knows, not of how much it writes.
+SHORT_RE = r"[A-Za-z0-9$][^\[\]\n]{0,60}"
+SHORT_CITED_RE = SHORT_RE + r" \[[1-9]\]"
 
 
 def normalize(s: str) -> str:
@@ -57,6 +61,7 @@ def main() -> int:
     ap.add_argument("--mode", default="hybrid", choices=["bm25", "dense", "hybrid"])
     ap.add_argument("--judge", default="lexical", choices=["lexical", "model"])
     ap.add_argument("--max-new-tokens", type=int, default=24)
+    ap.add_argument("--free", action="store_true", help="no output constraint even where the engine has one")
     ap.add_argument("--model", default=None)
     ap.add_argument("--weights", default="fp32", help="fp32 | bf16 | int8 | w8a8 | int4")
     args = ap.parse_args()
@@ -101,12 +106,17 @@ def main() -> int:
     results = {"closed-book": [], rag_name: []}
     t0 = time.perf_counter()
     # every prompt of a setting in one engine batch: the same greedy answers, many times faster
-    greedy = SamplingParams(max_tokens=args.max_new_tokens, temperature=0.0)
+    from lmlab.rag.answer import _has_guided_regex
+
+    constrained = _has_guided_regex() and not args.free
+    greedy = SamplingParams(max_tokens=args.max_new_tokens, temperature=0.0,
+                            **({"guided_regex": SHORT_RE} if constrained else {}))
     closed = lm.engine.generate([lm.prompt_ids(q["question"], system=CLOSED) for q in sub], greedy, progress=True)
     for q, out in zip(sub, closed):
         results["closed-book"].append((q, out.outputs[0].text.strip(), {1: gold_text[q["context_id"]]}, False))
     preps = [prepare(q["question"], index, args.k, args.mode, tokenizer=lm.tokenizer, context=lm.config.max_seq_len,
-                     max_new_tokens=args.max_new_tokens, instructions=SHORT) for q in sub]
+                     max_new_tokens=args.max_new_tokens, instructions=SHORT,
+                     constrained=SHORT_CITED_RE if constrained else False) for q in sub]
     todo = [i for i, p in enumerate(preps) if not isinstance(p, Answer)]
     outs = lm.engine.generate([lm.prompt_ids(preps[i].messages) for i in todo],
                               [SamplingParams(max_tokens=args.max_new_tokens, temperature=0.0, **preps[i].params)
@@ -134,8 +144,8 @@ def main() -> int:
                      "unsupported statements": f"{unsupported}/{statements}",
                      "unsupported rate": unsupported / statements if statements else 0.0,
                      "abstained": abstained})
-    print_table(rows, title=f"SQuAD 2.0 dev answers, {len(sub)} questions, bundled model, judge={args.judge} "
-                            f"({seconds:.0f}s)")
+    print_table(rows, title=f"SQuAD 2.0 dev answers, {len(sub)} questions, bundled model, judge={args.judge}, "
+                            f"{'short-answer regex' if constrained else 'free text'} ({seconds:.0f}s)")
     for q, a, _, _ in results[rag_name][:3]:
         print(f"Q: {q['question']}\n  gold: {q['answers'][0]}\n  RAG: {a}")
     return 0

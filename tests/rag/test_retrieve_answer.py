@@ -150,3 +150,4 @@ def test_a_judge_backend_is_asked_for_yes_or_no():
     backend = Backend()
     f = faithfulness("It opened in 1889 [1]. It is made of gold [1].", PASSAGES, judge_entails(backend))
     assert [s["supported"] for s in f["statements"]] == [True, False] and backend.kw == [["yes", "no"]] * 2
+

@@ -24,6 +24,12 @@ SYSTEM = ("You answer questions using only the numbered passages you are given. 
           f"do not contain the answer, reply exactly: {ABSTAIN}.")
 # sentences each ending in one or more [n] marks, or the abstention
 CITED_ANSWER = r"(?:[^\[\]\n]{1,300}( ?\[[1-9][0-9]?\])+\.? ?){1,4}|" + ABSTAIN
+
+
+def cited_answer(n_passages: int) -> str:
+    """CITED_ANSWER with marks limited to the passages shown, [1]..[n]."""
+    mark = f"[1-{n_passages}]" if n_passages <= 9 else r"[1-9][0-9]?"
+    return CITED_ANSWER.replace(r"[1-9][0-9]?", mark, 1)
 _CITE = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 _MIN_PASSAGE_TOKENS = 24  # a cut passage shorter than this is left out instead
 
@@ -133,9 +139,11 @@ class Prepared:
 
 def prepare(question: str, index, k: int = 5, mode: str = "hybrid", *, tokenizer=None, context: int | None = None,
             min_similarity: float = 0.25, max_new_tokens: int = 160, instructions: str = "", rerank=None,
-            constrained: bool = True) -> Prepared | Answer:
+            constrained: bool | str = True) -> Prepared | Answer:
     """Retrieve and build the prompt; an Answer (the abstention) when nothing relevant was found.
-    With `tokenizer` and `context`, passages are cut to fit `context - max_new_tokens` tokens."""
+    With `tokenizer` and `context`, passages are cut to fit `context - max_new_tokens` tokens.
+    `constrained`: True for CITED_ANSWER, a regex of one's own, or False for free text (the
+    constraint applies only where the engine has guided_regex)."""
     from lmlab.rag.retrieve import retrieve
 
     if not question or not question.strip():
@@ -149,7 +157,8 @@ def prepare(question: str, index, k: int = 5, mode: str = "hybrid", *, tokenizer
     passages, shown, notes = [h.chunk.text for h in hits], question, []
     if tokenizer is not None and context is not None:
         shown, passages, notes = fit_passages(tokenizer, question, passages, context - max_new_tokens, instructions)
-    params = {"guided_regex": CITED_ANSWER} if constrained and _has_guided_regex() else {}
+    regex = constrained if isinstance(constrained, str) else cited_answer(len(passages))
+    params = {"guided_regex": regex} if constrained and _has_guided_regex() else {}
     return Prepared(question, hits, passages, messages_for(shown, passages, instructions), params, notes)
 
 
@@ -168,7 +177,7 @@ def finish(prep: Prepared, text: str, prompt_tokens: int = 0) -> Answer:
 
 
 def ask(lm, question: str, index, k: int = 5, mode: str = "hybrid", *, min_similarity: float = 0.25,
-        max_new_tokens: int = 160, instructions: str = "", rerank=None, constrained: bool = True,
+        max_new_tokens: int = 160, instructions: str = "", rerank=None, constrained: bool | str = True,
         generate=None) -> Answer:
     """Retrieve k passages and answer from them. `generate(messages, max_new_tokens, **params) -> str`
     replaces lm's own generation (any chat backend); `lm` (when given) also lends its tokenizer and
