@@ -17,8 +17,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-import numpy as np
-
 from lmlab.config import option
 from lmlab.errors import LmlabError
 from lmlab.safety import jailbreaks, refusal, strongreject
@@ -63,6 +61,8 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 def bootstrap(values, resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
     """Percentile 95% interval of the mean."""
+    import numpy as np
+
     v = np.asarray(values, dtype=float)
     if len(v) == 0:
         return (float("nan"), float("nan"))
@@ -219,6 +219,8 @@ def evaluate(lm, behaviors: list[str], templates: list[str], xstest: list[dict] 
 
 
 def _summary(name, idx, kw_refused, verdicts, resamples, seed) -> dict:
+    import numpy as np
+
     n = len(idx)
     success = sum(not kw_refused[i] for i in idx)
     row = {"template": name, "n": n, "asr_keyword": success / n if n else float("nan")}
@@ -263,6 +265,7 @@ def plot(result: dict, png: str | Path, title: str = "safety evaluation") -> Pat
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     rows = result["templates"] + [result["overall"]]
     names = [r["template"] for r in rows]
