@@ -2,8 +2,8 @@
 
 DIR/stages/NAME/state.json holds a stage's key, status and result. The key is a hash of the
 stage's config, the recipe's globals (model, seed), the files it reads and the keys of the
-stages whose outputs it uses, so a changed setting re-runs that stage and exactly the stages
-that depend on it. A stage whose state says `running` under the current key was interrupted:
+stages whose outputs it uses (and the stage module's source), so a changed setting re-runs that
+stage and exactly the stages that depend on it. A stage whose state says `running` under the current key was interrupted:
 it runs again in the same folder and its trainer resumes from the last checkpoint; under another
 key the folder is cleared first. A stage whose area (lmlab.data, lmlab.judge, ...) is not
 installed reports "not available" with the reason, and is tried again on the next run.
@@ -144,6 +144,7 @@ def stage_key(name: str, ctx: Context) -> str:
         "files": {path: fingerprint(path) for _, path in module.inputs(cfg, r)},
         "upstream": {s: ctx.keys[s] for s in NEEDS[name] if s in ctx.keys},
         "environment": module.environment() if hasattr(module, "environment") else {},
+        "code": fingerprint(module.__file__),  # an edited stage is a different stage
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
