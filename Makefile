@@ -26,8 +26,9 @@ run: $(VENV)/.installed
 	$(VENV)/bin/lmlab generate "What is the capital of France?" --temperature 0 --max-new-tokens 48
 	$(VENV)/bin/lmlab generate "Write a haiku about a CPU." --temperature 0.7 --seed 1 --max-new-tokens 64
 	$(VENV)/bin/lmlab generate "Explain in two sentences why the sky is blue." --temperature 0 --max-new-tokens 96
-	# A short LoRA SFT on the project's own instruction data: held-out task clusters before/after.
-	$(VENV)/bin/lmlab train sft --config recipes/sft_lora.yaml
+	# The lifecycle end to end (data, adapt, SFT, DPO, eval, package): ends with the report's path
+	# and the command that serves the result.
+	$(VENV)/bin/lmlab pipeline recipes/lifecycle_quick.yaml --out runs/lifecycle_quick
 
 test: $(VENV)/.installed
 	$(VENV)/bin/pytest -q
