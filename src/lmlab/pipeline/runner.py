@@ -269,9 +269,12 @@ def run_stage(name: str, ctx: Context, force: bool = False) -> dict:
         ctx.results[name] = old["result"]
         return {**old, "cached": True}
     if not d.main:
-        if name in TRAINING:
-            d.barrier()  # rank 0 has prepared the folder
-            stage_module(name).run(getattr(ctx.recipe.stages, name), ctx, folder)
+        if name not in TRAINING:
+            # Rank 0 alone evaluates and packages; no collective waits on it (NCCL's timeout
+            # is shorter than a long evaluation).
+            return {"stage": name, "status": "rank 0"}
+        d.barrier()  # rank 0 has prepared the folder
+        stage_module(name).run(getattr(ctx.recipe.stages, name), ctx, folder)
         d.barrier()  # rank 0 has written the result
         new = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else {}
         if new.get("status") == "done":
@@ -307,11 +310,11 @@ def run_stage(name: str, ctx: Context, force: bool = False) -> dict:
         # keys see the difference through this key.
         ctx.keys[name] = key + "-unavailable"
         state_path.unlink(missing_ok=True)
-        d.barrier()
         return {**state, "cached": False}
     ctx.results[name] = result
     _write(state_path, state)
-    d.barrier()
+    if name in TRAINING:
+        d.barrier()
     return {**state, "cached": False}
 
 
