@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     _sampling_args(g)
     g.add_argument("--raw", action="store_true", help="no chat template: continue the text as is")
     g.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
+    g.add_argument("--watermark", nargs="?", const="", default=None, metavar="gamma=..,delta=..",
+                   help="green-list watermark (default gamma=0.25,delta=2); `lmlab detect --watermark` finds it")
     g.set_defaults(func=cmd_generate)
 
     c = sub.add_parser("chat", parents=[common], help="interactive multi-turn chat (/help inside for commands)")
@@ -106,9 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve)
 
     # Later stages own their CLI modules; each adds its subcommands to the same parser.
-    from lmlab.cli import data as data_cli, eval as eval_cli, judge as judge_cli, pipeline as pipeline_cli, scale as scale_cli, train as train_cli
+    from lmlab.cli import data as data_cli, eval as eval_cli, judge as judge_cli, pipeline as pipeline_cli, safety as safety_cli, scale as scale_cli, train as train_cli
 
-    for area in (data_cli, eval_cli, judge_cli, pipeline_cli, scale_cli, train_cli):
+    for area in (data_cli, eval_cli, judge_cli, pipeline_cli, safety_cli, scale_cli, train_cli):
         area.register(sub, common)
     return parser
 
@@ -118,11 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_generate(args) -> int:
     from lmlab.lm import load
 
+    extra = {}
+    if args.watermark is not None:
+        from lmlab.safety.watermark import parse
+        extra["watermark"] = parse(args.watermark)  # checked before the model loads
     lm = load(args.model, args.weights, compile=args.compile)
     stream = None if args.json else (lambda s: (sys.stdout.write(s), sys.stdout.flush()))
     out = lm.generate(args.prompt, system=args.system, raw=args.raw, max_new_tokens=args.max_new_tokens,
                       temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                      stream=stream)
+                      stream=stream, **extra)
     if args.json:
         print(json.dumps(out.to_dict(), ensure_ascii=False))
     else:

@@ -87,7 +87,7 @@ class _Request:
 def _plain_greedy(params: list[SamplingParams]) -> bool:
     """Greedy rows that no processor changes: the argmax of the raw logits is the token."""
     return all(p.greedy and p.repetition_penalty == 1 and not (p.presence_penalty or p.frequency_penalty)
-               and not p.logit_bias and not p.min_tokens for p in params)
+               and not p.logit_bias and not p.min_tokens and p.watermark is None for p in params)
 
 
 class Engine:
@@ -363,7 +363,12 @@ class Engine:
                     s.counts[t] += 1
         logits = processors.penalise(logits, params, [s.seen for s in seqs], [s.counts for s in seqs])
         logits = processors.bias(logits, params)
-        return processors.warp(logits, params)
+        logits = processors.warp(logits, params)
+        if any(p.watermark is not None for p in params):
+            from lmlab.safety import watermark
+            prev = [s.out.token_ids[-1] if s.out.token_ids else s.request.prompt[-1] for s in seqs]
+            logits = watermark.apply(logits, [p.watermark for p in params], prev)
+        return logits
 
     def _finish(self, seq: _Sequence, reason: str, stop_reason, token, top, text: str = "") -> None:
         seq.out.finish_reason, seq.out.stop_reason = reason, stop_reason

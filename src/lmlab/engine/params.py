@@ -8,6 +8,8 @@ Processors apply in this order to the model's logits for each sequence:
   5. temperature (0 = greedy: the argmax of the logits after steps 1-4)
   6. top_k, 7. top_p, 8. min_p, 9. typical_p
   10. sample (one torch.Generator per sequence when `seed` is set)
+  11. watermark: delta added to the green list seeded by the previous token, after step 5-9's
+      warpers as transformers applies it, before sampling (lmlab.safety.watermark)
 A row whose processed logits are not usable (NaN, +inf, or nothing left to sample) fails its own
 request with finish_reason "error"; the other rows of the step go on (engine._choose).
 Reported log-probs are the model's own (log-softmax of the raw logits), as vLLM reports them.
@@ -45,12 +47,16 @@ class SamplingParams:
     best_of: int | None = None  # sample this many, return the best n (by cumulative log-prob or a scorer)
     logprobs: int | None = None  # top-k log-probs per generated token (the chosen one always included)
     prompt_logprobs: int | None = None  # one entry per prompt token (None for the first)
+    watermark: object = None  # a safety.watermark.Watermark, or a dict / "gamma=..,delta=.." string for one
 
     def __post_init__(self):
         if isinstance(self.stop, str):
             self.stop = [self.stop]
         if self.top_k == -1:
             self.top_k = 0
+        if self.watermark is not None:
+            from lmlab.safety.watermark import parse
+            self.watermark = parse(self.watermark)
         _check(self.max_tokens >= 1, f"max_tokens must be >= 1, got {self.max_tokens}")
         # Bounds keep float32 finite: logits / 1e-45 overflow to inf and softmax gives NaN.
         _check(self.temperature >= 0, f"temperature must be >= 0 (0 = greedy), got {self.temperature}")

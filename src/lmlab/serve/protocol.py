@@ -60,6 +60,7 @@ class _Sampling(_Base):
     stop_token_ids: Optional[list[int]] = None
     ignore_eos: bool = False
     best_of: Optional[int] = None
+    watermark: Optional[Union[dict, str]] = None  # green-list watermark: {"gamma", "delta"} (lmlab.safety.watermark)
 
 
 class ChatMessage(_Base):
@@ -156,7 +157,7 @@ def sampling_params(body: _Sampling, *, max_tokens: int, logprobs: int | None, v
               presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty,
               logit_bias=bias, stop=body.stop or [], stop_token_ids=body.stop_token_ids or [],
               ignore_eos=body.ignore_eos, min_tokens=body.min_tokens, logprobs=logprobs,
-              prompt_logprobs=prompt_logprobs)
+              prompt_logprobs=prompt_logprobs, watermark=body.watermark)
     for name in ("temperature", "top_p", "top_k", "min_p", "repetition_penalty"):
         if getattr(body, name) is not None:
             kw[name] = getattr(body, name)
