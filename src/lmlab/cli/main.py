@@ -108,9 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve)
 
     # Later stages own their CLI modules; each adds its subcommands to the same parser.
-    from lmlab.cli import data as data_cli, eval as eval_cli, judge as judge_cli, pipeline as pipeline_cli, safety as safety_cli, scale as scale_cli, train as train_cli
+    from lmlab.cli import (data as data_cli, eval as eval_cli, judge as judge_cli, pipeline as pipeline_cli,
+                           safety as safety_cli, scale as scale_cli, train as train_cli)
 
-    for area in (data_cli, eval_cli, judge_cli, pipeline_cli, safety_cli, scale_cli, train_cli):
+    for area in (train_cli, eval_cli, scale_cli, data_cli, judge_cli, safety_cli, pipeline_cli):
         area.register(sub, common)
     return parser
 
