@@ -6,7 +6,7 @@ PY    := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 PYTHON ?= python3
 
-.PHONY: run test install clean-venv
+.PHONY: run test lifecycle install clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ run: $(VENV)/.installed
 	# A short LoRA SFT on the project's own instruction data: held-out task clusters before/after.
 	$(VENV)/bin/lmlab train sft --config recipes/quickstart.yaml
 	@cat recipes/next_steps.txt
+
+# The lifecycle end to end (data, adapt, SFT, DPO, eval, package): ends with the report's path
+# and the command that serves the result.
+lifecycle: $(VENV)/.installed
+	$(VENV)/bin/lmlab pipeline recipes/lifecycle_quick.yaml --out runs/lifecycle_quick
 
 test: $(VENV)/.installed
 	@# Page tests drive Debian's headless chromium; on CI as root, install it if it is missing

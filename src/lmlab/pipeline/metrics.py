@@ -1,8 +1,9 @@
 """Metrics with 95% confidence intervals, in one shape for the report: {"value", "ci": [lo, hi], "n"}.
 
-A mean over items (accuracy, exact match) uses the normal interval mean +- 1.96 standard errors
-(lmlab.eval.results' standard error, lm-eval's); a corpus metric (perplexity) a percentile
-bootstrap over documents, each resample's perplexity weighted by tokens as the metric itself is.
+A rate over items (accuracy, exact match) has Wilson's score interval; a mean of real scores
+the normal interval mean +- 1.96 standard errors (lm-eval's standard error); a corpus metric
+(perplexity) a percentile bootstrap over documents, each resample's perplexity weighted by
+tokens as the metric itself is.
 """
 
 from __future__ import annotations
@@ -44,8 +45,22 @@ def perplexity(lm, path: str, limit: int, folder: Path, max_length: int = 512, r
     return {"value": value, "ci": ci, "n": len(rows), "tokens": sum(r["tokens"] for r in rows)}
 
 
+def wilson(k: int, n: int, z: float = Z95) -> list[float] | None:
+    """Wilson's score interval for k successes in n: unlike mean +- 1.96 se it stays inside
+    [0, 1] and is not [0, 0] when nothing (or everything) succeeded on a small slice."""
+    if n == 0:
+        return None
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
 def proportion(successes: list[bool]) -> dict:
-    n = len(successes)
-    p = sum(successes) / n if n else float("nan")
-    se = math.sqrt(p * (1 - p) / (n - 1)) if n > 1 else None  # the sample standard error, as lm-eval's
-    return from_mean(p, se, n)
+    n, k = len(successes), sum(successes)
+    return {"value": k / n if n else float("nan"), "ci": wilson(k, n), "n": n}
+
+
+def rate(value: float, n: int) -> dict:
+    """A 0/1 metric's mean over n items (accuracy, exact match) with its Wilson interval."""
+    return {"value": value, "ci": wilson(round(value * n), n), "n": n}

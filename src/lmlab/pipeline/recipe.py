@@ -122,6 +122,7 @@ class EvalStage:
     judge_questions: str = MT_BENCH  # questions answered and judged (MT-Bench's first turns)
     judge_prompts: int = 16  # the first N of them
     judge_model: Optional[str] = None  # the judge (default: the base model)
+    judge_max_tokens: int = 256  # the judge's reply: its reasons, then the [[A]] / [[B]] / [[C]] verdict
     arena: bool = True  # Bradley-Terry ratings over every stage (lmlab.arena), from the same judgments
     safety: bool = True  # attack success and over-refusal (lmlab.safety)
     safety_behaviors: str = HARMBENCH

@@ -2,8 +2,8 @@
 
 DIR/stages/NAME/state.json holds a stage's key, status and result. The key is a hash of the
 stage's config, the recipe's globals (model, seed), the files it reads and the keys of the
-stages whose outputs it uses, so a changed setting re-runs that stage and exactly the stages
-that depend on it. A stage whose state says `running` under the current key was interrupted:
+stages whose outputs it uses (and the stage module's source), so a changed setting re-runs that
+stage and exactly the stages that depend on it. A stage whose state says `running` under the current key was interrupted:
 it runs again in the same folder and its trainer resumes from the last checkpoint; under another
 key the folder is cleared first. A stage whose area (lmlab.data, lmlab.judge, ...) is not
 installed reports "not available" with the reason, and is tried again on the next run.
@@ -144,6 +144,7 @@ def stage_key(name: str, ctx: Context) -> str:
         "files": {path: fingerprint(path) for _, path in module.inputs(cfg, r)},
         "upstream": {s: ctx.keys[s] for s in NEEDS[name] if s in ctx.keys},
         "environment": module.environment() if hasattr(module, "environment") else {},
+        "code": fingerprint(module.__file__),  # an edited stage is a different stage
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -268,9 +269,12 @@ def run_stage(name: str, ctx: Context, force: bool = False) -> dict:
         ctx.results[name] = old["result"]
         return {**old, "cached": True}
     if not d.main:
-        if name in TRAINING:
-            d.barrier()  # rank 0 has prepared the folder
-            stage_module(name).run(getattr(ctx.recipe.stages, name), ctx, folder)
+        if name not in TRAINING:
+            # Rank 0 alone evaluates and packages; no collective waits on it (NCCL's timeout
+            # is shorter than a long evaluation).
+            return {"stage": name, "status": "rank 0"}
+        d.barrier()  # rank 0 has prepared the folder
+        stage_module(name).run(getattr(ctx.recipe.stages, name), ctx, folder)
         d.barrier()  # rank 0 has written the result
         new = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else {}
         if new.get("status") == "done":
@@ -306,11 +310,11 @@ def run_stage(name: str, ctx: Context, force: bool = False) -> dict:
         # keys see the difference through this key.
         ctx.keys[name] = key + "-unavailable"
         state_path.unlink(missing_ok=True)
-        d.barrier()
         return {**state, "cached": False}
     ctx.results[name] = result
     _write(state_path, state)
-    d.barrier()
+    if name in TRAINING:
+        d.barrier()
     return {**state, "cached": False}
 
 

@@ -22,7 +22,7 @@ def run(cfg, ctx, folder: Path) -> dict:
     start_model = ctx.current_model()
     tc = train_config(ctx, cfg, folder, data=cfg.corpus, method=cfg.method, max_steps=cfg.max_steps,
                       batch_size=cfg.batch_size, max_length=cfg.max_length, lr=cfg.lr,
-                      **{"pretrain.init": start_model})
+                      **{"pretrain.init": start_model, "pretrain.samples": []})  # eval shows answers
     start = resumed_from(Path(tc.output))
     result = pretrain(tc)
     out = {"model": result.get("final"), "resumed_from_step": start, "metrics": plain(result),

@@ -64,7 +64,12 @@ def curate_one(cfg, source: str, text_field: str, out: Path, against: list[str])
     kept = out.parent / f"{out.name}.jsonl"
     with kept.open("w", encoding="utf-8") as f:
         for part in sorted((out / "data").glob("part-*.jsonl")):
-            f.write(part.read_text(encoding="utf-8"))
+            for line in part.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    rec = json.loads(line)
+                    if text_field != "text" and text_field not in rec and "text" in rec:
+                        rec[text_field] = rec.pop("text")  # curation reads (and writes) the text as "text"
+                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
     removed = {s: sum(1 for l in (out / "removed" / f"{s}.jsonl").read_text().splitlines() if l.strip())
                for s in steps if (out / "removed" / f"{s}.jsonl").is_file()}
     n_kept = sum(1 for l in kept.read_text(encoding="utf-8").splitlines() if l.strip())

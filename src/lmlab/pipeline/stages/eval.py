@@ -108,12 +108,12 @@ def score_model(cfg, ctx, spec: str, work: Path) -> dict:
     if cfg.hellaswag:
         r = evaluate(lm, "hellaswag", data=cfg.hellaswag_data, limit=cfg.hellaswag, seed=ctx.recipe.seed,
                      output_dir=work / "hellaswag")["results"]["hellaswag"]
-        m["hellaswag acc"] = M.from_mean(r["acc"], r["acc_stderr"], r["n"])
-        m["hellaswag acc_norm"] = M.from_mean(r["acc_norm"], r["acc_norm_stderr"], r["n"])
+        m["hellaswag acc"] = M.rate(r["acc"], r["n"])
+        m["hellaswag acc_norm"] = M.rate(r["acc_norm"], r["n"])
     if cfg.gsm8k:
         r = evaluate(lm, "gsm8k", data=cfg.gsm8k_data, limit=cfg.gsm8k, seed=ctx.recipe.seed,
                      max_new_tokens=cfg.gsm8k_max_new_tokens, output_dir=work / "gsm8k")["results"]["gsm8k"]
-        m["gsm8k exact_match"] = M.from_mean(r["exact_match"], r["exact_match_stderr"], r["n"])
+        m["gsm8k exact_match"] = M.rate(r["exact_match"], r["n"])
     if cfg.flan_per_family:
         from lmlab.train.flan import accuracy, make_data
 

@@ -35,7 +35,7 @@ def battles(cfg, ctx, folder: Path, per_model: dict) -> list[dict]:
     qs = [{**q, "question_id": str(q["question_id"])} for q in questions(cfg)]
     answers = {stage: done["judge_answers"] for stage, done in per_model.items()}
     backend = backend_from(cfg.judge_model or ctx.base_model, cache=folder / "judge.sqlite")
-    rows = judge_battles(backend, qs, answers, models=list(per_model), max_tokens=16)
+    rows = judge_battles(backend, qs, answers, models=list(per_model), max_tokens=cfg.judge_max_tokens)
     write_battles(rows, folder / "battles.jsonl")
     return rows
 
