@@ -122,6 +122,8 @@ def main() -> int:
     ap.add_argument("--judge-url", default=None, help="an OpenAI-compatible endpoint for the judge")
     ap.add_argument("--judge-model", default=None)
     ap.add_argument("--threshold", type=float, default=4.5)
+    ap.add_argument("--keep-top", type=float, default=0.0, help="instead of --threshold: keep this share of the "
+                    "records, best rated first (ties in random order); for a judge whose ratings all fall below it")
     ap.add_argument("--train-instructions", type=int, default=16, help="instructions whose 3 answers are trained on")
     ap.add_argument("--eval-prompts", type=int, default=6, help="held-out instructions for the comparison")
     ap.add_argument("--answer-chars", type=int, default=800, help="answers cut to this many characters (0: whole)")
@@ -144,7 +146,7 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from lmlab.lm import load
     from lmlab.report.table import print_table
-    from lmlab.synth.alpagasus import keep_rate_by, rate, select
+    from lmlab.synth.alpagasus import keep_rate_by, rate
     from lmlab.train.flan import accuracy, make_data
 
     train, held = split(args)
@@ -155,13 +157,23 @@ def main() -> int:
     t0 = time.perf_counter()
     scores = rate(judge, train)
     rate_s = time.perf_counter() - t0
-    kept, summary = select(train, scores, args.threshold)
-    rates = keep_rate_by(train, scores, args.threshold, "generator")
+    keep_scores, rule = scores, f">= {args.threshold:g}"
+    if args.keep_top:  # the top share by rating, ties in a reproducible random order
+        order = sorted(range(len(train)), key=lambda i: (-(scores[i] if scores[i] is not None else -1),
+                                                          random.Random(f"{args.seed}-{i}").random()))
+        top = set(order[: max(1, round(args.keep_top * len(train)))])
+        keep_scores = [scores[i] if i in top else None for i in range(len(train))]
+        rule = f"top {100 * args.keep_top:.0f}%"
+    kept = [{**r, "score": s} for r, s in zip(train, keep_scores)
+            if s is not None and (args.keep_top or s >= args.threshold)]
+    summary = {"kept": len(kept), "unparsed": sum(s is None for s in scores)}
+    rates = {g: v for g, v in keep_rate_by(train, [0.0 if s is None else 1.0 for s in keep_scores] if args.keep_top
+                                           else scores, 1.0 if args.keep_top else args.threshold, "generator").items()}
     rows = []
     for g, share in rates.items():
         s = [x for r, x in zip(train, scores) if r["generator"] == g and x is not None]
         rows.append({"generator": g, "records": sum(r["generator"] == g for r in train),
-                     "mean rating": round(sum(s) / len(s), 2) if s else None, f"kept (>= {args.threshold:g})":
+                     "mean rating": round(sum(s) / len(s), 2) if s else None, f"kept ({rule})":
                      f"{100 * share:.0f}%"})
     print_table(rows, title=f"AlpaGasus filter, judge {judge_name}: {summary['kept']} of {len(train)} kept, "
                             f"{summary['unparsed']} unparsed, rated in {rate_s:.0f} s")
