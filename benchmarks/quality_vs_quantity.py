@@ -177,6 +177,12 @@ def main() -> int:
                      f"{100 * share:.0f}%"})
     print_table(rows, title=f"AlpaGasus filter, judge {judge_name}: {summary['kept']} of {len(train)} kept, "
                             f"{summary['unparsed']} unparsed, rated in {rate_s:.0f} s")
+    if args.keep_top and kept:
+        cut = min(r["score"] for r in kept)
+        tied = sum(s == cut for s, k in zip(scores, keep_scores) if k is None)
+        if tied:
+            print(f"{tied} dropped records have the same rating ({cut:g}) as the lowest kept: at the cut the choice "
+                  "is random, so keep rates there say nothing about the judge")
     if len(kept) < args.batch_size:
         print(f"the filter kept {len(kept)} records, fewer than one batch: no filtered or random arm to train. "
               "A 135M judge often rates everything alike; try a stronger judge or a lower --threshold.")
