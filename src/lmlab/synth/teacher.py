@@ -45,7 +45,8 @@ class Teacher:
                                  stop=list(stop or []), stop_token_ids=list(lm.stop_token_ids) if stop_at_end_of_turn
                                  else [], ignore_eos=not stop_at_end_of_turn)
                   for s in (seeds or [None] * len(prompts))]
-        outs = lm.engine.generate(ids, params)
+        step = getattr(self.backend, "max_batch", None) or len(ids) or 1  # max_batch=1: one request at a time
+        outs = [o for b in range(0, len(ids), step) for o in lm.engine.generate(ids[b:b + step], params[b:b + step])]
         for o in outs:
             if o.error:
                 raise LmlabError(f"the teacher failed on a request: {o.error}")
