@@ -48,8 +48,9 @@ def test_scores_parse_from_the_first_line_only_and_unparsed_ones_are_counted():
 def test_near_duplicates_go_through_the_data_stages_minhash():
     from lmlab.synth.dedup import near_duplicates
 
-    base = "Explain how photosynthesis turns sunlight water and carbon dioxide into sugar and oxygen in plants"
-    texts = [base, base.replace("plants", "green plants"), "Write a haiku about the autumn moon over a lake",
+    base = ("Explain how photosynthesis turns sunlight water and carbon dioxide into sugar and oxygen inside "
+            "the leaves of plants and why the process matters for nearly every living thing on the planet today")
+    texts = [base, base + " Answer in detail.", "Write a haiku about the autumn moon over a quiet lake at night",
              base + "."]
     assert near_duplicates(texts) == {1, 3}
 
