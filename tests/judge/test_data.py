@@ -26,7 +26,7 @@ def test_bad_rows_name_file_and_line(tmp_path):
     with pytest.raises(LmlabError, match=r"a.jsonl:1: a question needs turns"):
         load_questions(p)
     p.write_text('not json\n')
-    with pytest.raises(LmlabError, match=r"a.jsonl:1: not JSON"):
+    with pytest.raises(LmlabError, match=r"a.jsonl:1: invalid JSON"):
         load_answers(p)
     with pytest.raises(LmlabError, match="no such file"):
         load_answers(tmp_path / "missing.jsonl")

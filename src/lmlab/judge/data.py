@@ -15,25 +15,12 @@ import json
 from pathlib import Path
 
 from lmlab.errors import LmlabError
+from lmlab.records import iter_jsonl
 
 
 def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
-    path = Path(path)
-    if not path.is_file():
-        raise LmlabError(f"{path}: no such file")
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise LmlabError(f"{path}:{n}: not JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise LmlabError(f"{path}:{n}: expected a JSON object")
-            rows.append((n, row))
-    return rows
+    """(line number, object) pairs of a JSONL file (lmlab.records' errors: file:line)."""
+    return list(iter_jsonl(path))
 
 
 def load_questions(path: str | Path) -> list[dict]:

@@ -8,7 +8,6 @@ named, skipped and counted in `ReadReport.skipped`, so one bad file does not sto
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,21 +107,16 @@ def html_to_text(html: str) -> str:
 
 
 def _read_jsonl(path: Path, id_field: str, text_field: str) -> list[Document]:
+    from lmlab.records import iter_jsonl
+
     docs = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise LmlabError(f"{path}:{n}: not JSON ({e.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
-                raise LmlabError(f"{path}:{n}: no string {text_field!r} field")
-            if row.get(id_field) is None:
-                raise LmlabError(f"{path}:{n}: no {id_field!r} field (name the id field with --id-field; "
-                                 f"fields here: {', '.join(row)})")
-            docs.append(Document(str(row[id_field]), row[text_field], f"{path}:{n}"))
+    for n, row in iter_jsonl(path):
+        if not isinstance(row.get(text_field), str):
+            raise LmlabError(f"{path}:{n}: no string {text_field!r} field")
+        if row.get(id_field) is None:
+            raise LmlabError(f"{path}:{n}: no {id_field!r} field (name the id field with --id-field; "
+                             f"fields here: {', '.join(row)})")
+        docs.append(Document(str(row[id_field]), row[text_field], f"{path}:{n}"))
     return docs
 
 

@@ -84,19 +84,11 @@ def cohen_kappa(a: list[bool], b: list[bool]) -> float:
 # ---- data ----------------------------------------------------------------------------------------
 
 def read_jsonl(path: str | Path, key: str) -> list[dict]:
+    from lmlab.records import iter_jsonl
+
     rows = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise LmlabError(f"{path}: cannot read ({e})") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise LmlabError(f"{path}:{n}: not JSON ({e})") from None
-        if not isinstance(rec, dict) or not isinstance(rec.get(key), str) or not rec[key].strip():
+    for n, rec in iter_jsonl(path):
+        if not isinstance(rec.get(key), str) or not rec[key].strip():
             raise LmlabError(f"{path}:{n}: expected an object with a non-empty {key!r} string")
         rows.append(rec)
     if not rows:
