@@ -30,3 +30,18 @@ def why_dropped(instruction: str, min_words: int = 3, max_words: int = 150) -> s
     if not instruction[0].isascii():
         return "starts with a non-English character"
     return None
+
+
+def screen(texts, novelty, dropped: dict[str, int]) -> list[str]:
+    """The texts that pass the filters and are novel (kept in `novelty`); the others are counted
+    in `dropped` by reason."""
+    fresh = []
+    for t in texts:
+        why = why_dropped(t)
+        if why is None and not novelty.add(t):
+            why = "similar (ROUGE-L)"
+        if why:
+            dropped[why] = dropped.get(why, 0) + 1
+        else:
+            fresh.append(t)
+    return fresh

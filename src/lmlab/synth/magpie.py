@@ -49,15 +49,7 @@ def generate(teacher, n: int, out: Output, *, batch: int = 16, seed: int = 0, th
                    teacher.continue_text([template] * batch, max_query_tokens, temperature=1.0, seeds=seeds,
                                          stop_at_end_of_turn=True)]
         tried += batch
-        fresh = []
-        for q in queries:
-            why = filters.why_dropped(q)
-            if why is None and not novelty.add(q):
-                why = "similar (ROUGE-L)"
-            if why:
-                dropped[why] = dropped.get(why, 0) + 1
-            else:
-                fresh.append(q)
+        fresh = filters.screen(queries, novelty, dropped)
         if fresh:
             conv = [([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": q}]
                     for q in fresh]

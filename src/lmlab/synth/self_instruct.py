@@ -120,15 +120,7 @@ def generate(teacher, seeds: list[Seed], n: int, out: Output, *, batch: int = 16
                                                                                    for j in range(batch)],
                                       stop=["\nTask", "\n\n"])
         tried += len(texts)
-        fresh = []
-        for t in map(parse_task, texts):
-            why = filters.why_dropped(t)
-            if why is None and not novelty.add(t):
-                why = "similar (ROUGE-L)"
-            if why:
-                dropped[why] = dropped.get(why, 0) + 1
-            else:
-                fresh.append(t)
+        fresh = filters.screen(map(parse_task, texts), novelty, dropped)
         if fresh:
             answers = teacher.chat([[{"role": "user", "content": CLASSIFY_QUESTION.format(instruction=t)}]
                                     for t in fresh], max_tokens=3, temperature=0.0, choice=["Yes", "No"])
