@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from lmlab.engine import constrained, processors
-from lmlab.engine.kv_cache import SlotCache
+from lmlab.engine.kv_cache import KVCache, SlotCache
 from lmlab.engine.params import SamplingParams
 from lmlab.engine.stop import StopChecker
 from lmlab.errors import LmlabError
@@ -87,6 +87,19 @@ class _Request:
         return bool(self.seqs) and all(s.out.finish_reason for s in self.seqs)
 
 
+class _Chunked:
+    """A long prompt in chunked prefill: its own one-row cache until the last chunk, so the
+    slot cache's layout (running[i] in slot i) is untouched while it runs."""
+
+    def __init__(self, request: _Request, engine: "Engine"):
+        m = engine.model
+        prefix = m.prefix.length if getattr(m, "prefix", None) is not None else 0
+        self.request, self.done = request, 0
+        self.kv = KVCache(engine.config, 1, prefix + len(request.prompt), engine.dtype, engine.device)
+        if request.params.prompt_logprobs is not None:
+            request.prompt_logprobs = [None]
+
+
 def _plain_greedy(params: list[SamplingParams]) -> bool:
     """Greedy rows that no processor changes: the argmax of the raw logits is the token."""
     return all(p.greedy and p.repetition_penalty == 1 and not (p.presence_penalty or p.frequency_penalty)
@@ -97,10 +110,13 @@ def _plain_greedy(params: list[SamplingParams]) -> bool:
 class Engine:
     def __init__(self, model, tokenizer, eos_token_ids: list[int] | None = None, max_batch: int = 32,
                  compile: bool = False, prefill_tokens: int = 4096, compile_options: dict | None = None,
-                 greedy_pick=None):
+                 greedy_pick=None, prefill_chunk: int = 512):
         """compile: torch.compile the decode step (a minute or two once, so opt-in; prefill stays
         eager), with `compile_options` added to inductor's; greedy_pick: a fused (argmax, log-prob)
-        for plain greedy rows. Both come from a platform's speed layer (lmlab.cpu.optimize)."""
+        for plain greedy rows. Both come from a platform's speed layer (lmlab.cpu.optimize).
+        prefill_chunk: a prompt longer than this is prefilled this many tokens per step, between
+        decode steps of the running sequences (chunked prefill), so a long prompt does not stall
+        them and an abort takes effect between chunks."""
         self.model, self.tokenizer = model, tokenizer
         self.greedy_pick = greedy_pick
         # The model is fixed for the engine's life, so its modules need no guards (1.5 -> 0.3
@@ -113,6 +129,10 @@ class Engine:
         self.eos = set(eos_token_ids or [])
         self.max_batch = max_batch
         self.prefill_tokens = prefill_tokens  # padded prompt tokens per batched prefill pass
+        if prefill_chunk < 1:
+            raise LmlabError(f"prefill_chunk = {prefill_chunk}: must be at least 1 token")
+        self.prefill_chunk = prefill_chunk
+        self.prefilling: _Chunked | None = None  # the long prompt being prefilled chunk by chunk
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
         self.cache = SlotCache(self.config, self.dtype, self.device)
@@ -150,16 +170,25 @@ class Engine:
             req.aborted = True
 
     def has_unfinished(self) -> bool:
-        return bool(self.waiting or self.running)
+        return bool(self.waiting or self.running or self.prefilling)
 
     @torch.inference_mode()
     def step(self) -> list[RequestOutput]:
         """Admit what fits, decode one token for every running sequence; return finished requests."""
         self._reap_aborted()
         self._compact()  # aborted sequences leave before anything else runs
-        while self.waiting and len(self.running) + self.waiting[0].params.samples <= self.max_batch:
+        # While a long prompt is being prefilled nothing else is admitted (order is kept, and the
+        # slots it will take stay free); the running sequences still decode every step.
+        while (self.prefilling is None and self.waiting
+               and len(self.running) + self.waiting[0].params.samples <= self.max_batch):
+            if len(self.waiting[0].prompt) > self.prefill_chunk:
+                self.prefilling = _Chunked(self.waiting.popleft(), self)
+                break
             self._prefill(self._admit())
             self._compact()  # a sample may have stopped on its first token
+        if self.prefilling is not None:
+            self._prefill_chunk()
+            self._compact()
         if self.running:
             self._decode()
         self._compact()
@@ -209,6 +238,8 @@ class Engine:
             n = max(longest, len(req.prompt))
             if slots + req.params.samples > self.max_batch or (group and (len(group) + 1) * n > self.prefill_tokens):
                 break
+            if group and len(req.prompt) > self.prefill_chunk:
+                break  # prefilled alone, in chunks
             group.append(self.waiting.popleft())
             slots, longest = slots + req.params.samples, n
         return group
@@ -236,12 +267,47 @@ class Engine:
         view = self.cache.view(first, len(prompts))
         h = self.model.hidden_states(ids.to(self.device), cache=view)
         last = self.model.lm_head(h[torch.arange(len(prompts)), torch.tensor(lens) - 1]).float()
-        seqs, rows, extra, taken = [], [], first + len(prompts), set()
         for req, u in zip(reqs, row_of):
             p, n = req.params, lens[u]
             if p.prompt_logprobs is not None:
                 logps = self.model.lm_head(h[u, :n - 1]).float().log_softmax(-1)
                 req.prompt_logprobs = [None] + _top_logprobs(logps, req.prompt[1:], p.prompt_logprobs)
+        self._seat(reqs, row_of, first, len(prompts), last)
+
+    def _prefill_chunk(self) -> None:
+        """The next `prefill_chunk` tokens of the long prompt, into its own cache; after the last
+        chunk its sequences join the running batch as a one-pass prefill's would."""
+        job = self.prefilling
+        req, a = job.request, job.done
+        b = min(a + self.prefill_chunk, len(req.prompt))
+        ids = torch.tensor([req.prompt[a:b]], device=self.device)
+        h = self.model.hidden_states(ids, cache=job.kv)[0]
+        k = req.params.prompt_logprobs
+        if k is not None:  # position i predicts prompt token i + 1; the last one predicts nothing
+            stop = min(b, len(req.prompt) - 1)
+            if stop > a:
+                logps = self.model.lm_head(h[:stop - a]).float().log_softmax(-1)
+                req.prompt_logprobs += _top_logprobs(logps, req.prompt[a + 1:stop + 1], k)
+        job.done = b
+        if b < len(req.prompt):
+            return
+        self.prefilling = None
+        first, p = len(self.running), req.params
+        n = job.kv.length  # prefix + prompt
+        self.cache.reserve(first + p.samples, n + p.max_tokens)
+        self.cache.active = first + p.samples
+        for t, src in zip(self.cache.k + self.cache.v, job.kv.k + job.kv.v):
+            t[first, :, :n] = src[0, :, :n]
+        self.cache.lengths[first] = n
+        self._seat([req], [0], first, 1, self.model.lm_head(h[-1:]).float())
+
+    def _seat(self, reqs: list[_Request], row_of: list[int], first: int, n_unique: int,
+              last: torch.Tensor) -> None:
+        """Sequences for prefilled requests: distinct prompt u is in slot first + u; a request's
+        other samples get a copy of it in the slots after them; then their first tokens."""
+        seqs, rows, extra, taken = [], [], first + n_unique, set()
+        for req, u in zip(reqs, row_of):
+            p = req.params
             for i in range(p.samples):
                 gen = None
                 if p.seed is not None:
@@ -394,6 +460,11 @@ class Engine:
                 self.waiting.remove(req)
                 req.seqs = [_Sequence(req, 0, None, self.tokenizer, self.eos)]
                 req.seqs[0].out.finish_reason = "abort"
+        job = self.prefilling
+        if job is not None and job.request.aborted:  # between chunks: its cache is dropped
+            self.prefilling = None
+            job.request.seqs = [_Sequence(job.request, 0, None, self.tokenizer, self.eos)]
+            job.request.seqs[0].out.finish_reason = "abort"
         for seq in self.running:
             if seq.request.aborted and not seq.out.finish_reason:
                 self._finish(seq, "abort", None, None, None)
