@@ -110,13 +110,16 @@ def _plain_greedy(params: list[SamplingParams]) -> bool:
 class Engine:
     def __init__(self, model, tokenizer, eos_token_ids: list[int] | None = None, max_batch: int = 32,
                  compile: bool = False, prefill_tokens: int = 4096, compile_options: dict | None = None,
-                 greedy_pick=None, prefill_chunk: int = 512):
+                 greedy_pick=None, prefill_chunk: int = 512, max_cache_tokens: int | None = None):
         """compile: torch.compile the decode step (a minute or two once, so opt-in; prefill stays
         eager), with `compile_options` added to inductor's; greedy_pick: a fused (argmax, log-prob)
         for plain greedy rows. Both come from a platform's speed layer (lmlab.cpu.optimize).
         prefill_chunk: a prompt longer than this is prefilled this many tokens per step, between
         decode steps of the running sequences (chunked prefill), so a long prompt does not stall
-        them and an abort takes effect between chunks."""
+        them and an abort takes effect between chunks. max_cache_tokens: a ceiling on the KV cache
+        (slots x tokens per slot, the chunked prompt's cache included) that admission respects:
+        a request that would pass it waits; one that never fits is refused. The cache shrinks
+        back when the running work needs far less than it holds."""
         self.model, self.tokenizer = model, tokenizer
         self.greedy_pick = greedy_pick
         # The model is fixed for the engine's life, so its modules need no guards (1.5 -> 0.3
@@ -133,9 +136,11 @@ class Engine:
             raise LmlabError(f"prefill_chunk = {prefill_chunk}: must be at least 1 token")
         self.prefill_chunk = prefill_chunk
         self.prefilling: _Chunked | None = None  # the long prompt being prefilled chunk by chunk
+        self.max_cache_tokens = max_cache_tokens
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
-        self.cache = SlotCache(self.config, self.dtype, self.device)
+        idle = 256 if max_cache_tokens is None else max(1, min(256, max_cache_tokens))
+        self.cache = SlotCache(self.config, self.dtype, self.device, max_len=idle)
         self.waiting: deque[_Request] = deque()
         self.running: list[_Sequence] = []  # running[i] lives in cache slot i
         self.requests: dict[str, _Request] = {}
@@ -157,6 +162,12 @@ class Engine:
         request_id = request_id or f"req-{next(self._ids)}"
         if request_id in self.requests:
             raise LmlabError(f"duplicate request id {request_id!r}")
+        if self.max_cache_tokens is not None:
+            need = params.samples * self._tokens(prompt, params) + self._chunk_tokens(prompt)
+            if need > self.max_cache_tokens:
+                raise LmlabError(f"the request needs {need} KV-cache tokens (n/best_of x (prompt + max_tokens)); "
+                                 f"the engine's ceiling is max_cache_tokens = {self.max_cache_tokens}: "
+                                 "lower max_tokens or n")
         constraint = constrained.start(params.grammar, self.tokenizer, self.config.vocab_size)
         req = _Request(request_id, list(prompt), params, on_delta, scorer, constraint)
         self.requests[request_id] = req
@@ -172,6 +183,12 @@ class Engine:
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running or self.prefilling)
 
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes the KV caches hold now (the slot cache and a chunked prompt's)."""
+        extra = self.prefilling.kv if self.prefilling is not None else None
+        return self.cache.nbytes + (sum(t.numel() * t.element_size() for t in extra.k + extra.v) if extra else 0)
+
     @torch.inference_mode()
     def step(self) -> list[RequestOutput]:
         """Admit what fits, decode one token for every running sequence; return finished requests."""
@@ -180,8 +197,11 @@ class Engine:
         # While a long prompt is being prefilled nothing else is admitted (order is kept, and the
         # slots it will take stay free); the running sequences still decode every step.
         while (self.prefilling is None and self.waiting
-               and len(self.running) + self.waiting[0].params.samples <= self.max_batch):
+               and len(self.running) + self.waiting[0].params.samples <= self.max_batch
+               and self._fits([self.waiting[0]])):
             if len(self.waiting[0].prompt) > self.prefill_chunk:
+                if self.max_cache_tokens is not None:  # its own cache comes beside the slot cache's
+                    self.cache.resize(max(len(self.running), 1), self._running_tokens())
                 self.prefilling = _Chunked(self.waiting.popleft(), self)
                 break
             self._prefill(self._admit())
@@ -192,6 +212,7 @@ class Engine:
         if self.running:
             self._decode()
         self._compact()
+        self._release()
         return self._collect()
 
     def complete(self, prompt: list[int], params: SamplingParams,
@@ -238,8 +259,8 @@ class Engine:
             n = max(longest, len(req.prompt))
             if slots + req.params.samples > self.max_batch or (group and (len(group) + 1) * n > self.prefill_tokens):
                 break
-            if group and len(req.prompt) > self.prefill_chunk:
-                break  # prefilled alone, in chunks
+            if group and (len(req.prompt) > self.prefill_chunk or not self._fits(group + [req])):
+                break  # prefilled alone, in chunks; or past the cache ceiling: waits
             group.append(self.waiting.popleft())
             slots, longest = slots + req.params.samples, n
         return group
@@ -258,7 +279,7 @@ class Engine:
         # A prefix- or prompt-tuned model writes its key/value prefix into the cache first.
         prefix = self.model.prefix.length if getattr(self.model, "prefix", None) is not None else 0
         total = sum(r.params.samples for r in reqs)
-        self.cache.reserve(first + total, prefix + max(len(r.prompt) + r.params.max_tokens for r in reqs))
+        self.cache.reserve(first + total, self._running_tokens(reqs), self.max_cache_tokens)
         self.cache.active = first + total
         ids = torch.zeros(len(prompts), max(lens), dtype=torch.long)
         for u, p in enumerate(prompts):
@@ -294,12 +315,52 @@ class Engine:
         self.prefilling = None
         first, p = len(self.running), req.params
         n = job.kv.length  # prefix + prompt
-        self.cache.reserve(first + p.samples, n + p.max_tokens)
+        self.cache.reserve(first + p.samples, self._running_tokens([req]), self.max_cache_tokens)
         self.cache.active = first + p.samples
         for t, src in zip(self.cache.k + self.cache.v, job.kv.k + job.kv.v):
             t[first, :, :n] = src[0, :, :n]
         self.cache.lengths[first] = n
         self._seat([req], [0], first, 1, self.model.lm_head(h[-1:]).float())
+
+    # ---- memory -----------------------------------------------------------------------------
+
+    def _prefix(self) -> int:
+        return self.model.prefix.length if getattr(self.model, "prefix", None) is not None else 0
+
+    def _tokens(self, prompt: list[int], params: SamplingParams) -> int:
+        """Cache positions one sample of a request can reach (a sequence ends at the context)."""
+        P = self._prefix()
+        return min(P + len(prompt) + params.max_tokens, P + self.config.max_seq_len)
+
+    def _chunk_tokens(self, prompt: list[int]) -> int:
+        """The chunked prompt's own cache, held beside the slot cache until its last chunk."""
+        return self._prefix() + len(prompt) if len(prompt) > self.prefill_chunk else 0
+
+    def _running_tokens(self, reqs: list[_Request] = ()) -> int:
+        """Tokens per slot that the running sequences and `reqs` can reach."""
+        return max([self._tokens(s.request.prompt, s.params) for s in self.running]
+                   + [self._tokens(r.prompt, r.params) for r in reqs] + [1])
+
+    def _fits(self, reqs: list[_Request]) -> bool:
+        """Whether admitting `reqs` keeps the (rectangular) slot cache within the ceiling."""
+        if self.max_cache_tokens is None:
+            return True
+        slots = len(self.running) + sum(r.params.samples for r in reqs)
+        extra = max(self._chunk_tokens(r.prompt) for r in reqs)
+        return slots * self._running_tokens(reqs) + extra <= self.max_cache_tokens
+
+    def _release(self) -> None:
+        """Shrink the slot cache when it holds far more than the running work can use (a big
+        n=16 request gone, the batch empty): reallocate to what is needed, keeping live rows."""
+        slots, length = self.cache.capacity
+        if self.running:
+            want = len(self.running), self._running_tokens()
+        else:
+            want = self.cache.idle
+        # 4x of slack: a batch that grows and shrinks around a size does not reallocate every
+        # step; and a cache within the idle size is left alone
+        if slots * length > max(4 * want[0] * want[1], self.cache.idle[0] * self.cache.idle[1]):
+            self.cache.resize(*want)
 
     def _seat(self, reqs: list[_Request], row_of: list[int], first: int, n_unique: int,
               last: torch.Tensor) -> None:
