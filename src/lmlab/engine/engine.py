@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from lmlab.engine import constrained, processors
-from lmlab.engine.kv_cache import SlotCache
+from lmlab.engine.kv_cache import KVCache, SlotCache
 from lmlab.engine.params import SamplingParams
 from lmlab.engine.stop import StopChecker
 from lmlab.errors import LmlabError
@@ -87,6 +87,19 @@ class _Request:
         return bool(self.seqs) and all(s.out.finish_reason for s in self.seqs)
 
 
+class _Chunked:
+    """A long prompt in chunked prefill: its own one-row cache until the last chunk, so the
+    slot cache's layout (running[i] in slot i) is untouched while it runs."""
+
+    def __init__(self, request: _Request, engine: "Engine"):
+        m = engine.model
+        prefix = m.prefix.length if getattr(m, "prefix", None) is not None else 0
+        self.request, self.done = request, 0
+        self.kv = KVCache(engine.config, 1, prefix + len(request.prompt), engine.dtype, engine.device)
+        if request.params.prompt_logprobs is not None:
+            request.prompt_logprobs = [None]
+
+
 def _plain_greedy(params: list[SamplingParams]) -> bool:
     """Greedy rows that no processor changes: the argmax of the raw logits is the token."""
     return all(p.greedy and p.repetition_penalty == 1 and not (p.presence_penalty or p.frequency_penalty)
@@ -97,10 +110,16 @@ def _plain_greedy(params: list[SamplingParams]) -> bool:
 class Engine:
     def __init__(self, model, tokenizer, eos_token_ids: list[int] | None = None, max_batch: int = 32,
                  compile: bool = False, prefill_tokens: int = 4096, compile_options: dict | None = None,
-                 greedy_pick=None):
+                 greedy_pick=None, prefill_chunk: int = 512, max_cache_tokens: int | None = None):
         """compile: torch.compile the decode step (a minute or two once, so opt-in; prefill stays
         eager), with `compile_options` added to inductor's; greedy_pick: a fused (argmax, log-prob)
-        for plain greedy rows. Both come from a platform's speed layer (lmlab.cpu.optimize)."""
+        for plain greedy rows. Both come from a platform's speed layer (lmlab.cpu.optimize).
+        prefill_chunk: a prompt longer than this is prefilled this many tokens per step, between
+        decode steps of the running sequences (chunked prefill), so a long prompt does not stall
+        them and an abort takes effect between chunks. max_cache_tokens: a ceiling on the KV cache
+        (slots x tokens per slot, the chunked prompt's cache included) that admission respects:
+        a request that would pass it waits; one that never fits is refused. The cache shrinks
+        back when the running work needs far less than it holds."""
         self.model, self.tokenizer = model, tokenizer
         self.greedy_pick = greedy_pick
         # The model is fixed for the engine's life, so its modules need no guards (1.5 -> 0.3
@@ -113,9 +132,15 @@ class Engine:
         self.eos = set(eos_token_ids or [])
         self.max_batch = max_batch
         self.prefill_tokens = prefill_tokens  # padded prompt tokens per batched prefill pass
+        if prefill_chunk < 1:
+            raise LmlabError(f"prefill_chunk = {prefill_chunk}: must be at least 1 token")
+        self.prefill_chunk = prefill_chunk
+        self.prefilling: _Chunked | None = None  # the long prompt being prefilled chunk by chunk
+        self.max_cache_tokens = max_cache_tokens
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
-        self.cache = SlotCache(self.config, self.dtype, self.device)
+        idle = 256 if max_cache_tokens is None else max(1, min(256, max_cache_tokens))
+        self.cache = SlotCache(self.config, self.dtype, self.device, max_len=idle)
         self.waiting: deque[_Request] = deque()
         self.running: list[_Sequence] = []  # running[i] lives in cache slot i
         self.requests: dict[str, _Request] = {}
@@ -137,6 +162,12 @@ class Engine:
         request_id = request_id or f"req-{next(self._ids)}"
         if request_id in self.requests:
             raise LmlabError(f"duplicate request id {request_id!r}")
+        if self.max_cache_tokens is not None:
+            need = params.samples * self._tokens(prompt, params) + self._chunk_tokens(prompt)
+            if need > self.max_cache_tokens:
+                raise LmlabError(f"the request needs {need} KV-cache tokens (n/best_of x (prompt + max_tokens)); "
+                                 f"the engine's ceiling is max_cache_tokens = {self.max_cache_tokens}: "
+                                 "lower max_tokens or n")
         constraint = constrained.start(params.grammar, self.tokenizer, self.config.vocab_size)
         req = _Request(request_id, list(prompt), params, on_delta, scorer, constraint)
         self.requests[request_id] = req
@@ -150,19 +181,38 @@ class Engine:
             req.aborted = True
 
     def has_unfinished(self) -> bool:
-        return bool(self.waiting or self.running)
+        return bool(self.waiting or self.running or self.prefilling)
+
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes the KV caches hold now (the slot cache and a chunked prompt's)."""
+        extra = self.prefilling.kv if self.prefilling is not None else None
+        return self.cache.nbytes + (sum(t.numel() * t.element_size() for t in extra.k + extra.v) if extra else 0)
 
     @torch.inference_mode()
     def step(self) -> list[RequestOutput]:
         """Admit what fits, decode one token for every running sequence; return finished requests."""
         self._reap_aborted()
         self._compact()  # aborted sequences leave before anything else runs
-        while self.waiting and len(self.running) + self.waiting[0].params.samples <= self.max_batch:
+        # While a long prompt is being prefilled nothing else is admitted (order is kept, and the
+        # slots it will take stay free); the running sequences still decode every step.
+        while (self.prefilling is None and self.waiting
+               and len(self.running) + self.waiting[0].params.samples <= self.max_batch
+               and self._fits([self.waiting[0]])):
+            if len(self.waiting[0].prompt) > self.prefill_chunk:
+                if self.max_cache_tokens is not None:  # its own cache comes beside the slot cache's
+                    self.cache.resize(max(len(self.running), 1), self._running_tokens())
+                self.prefilling = _Chunked(self.waiting.popleft(), self)
+                break
             self._prefill(self._admit())
             self._compact()  # a sample may have stopped on its first token
+        if self.prefilling is not None:
+            self._prefill_chunk()
+            self._compact()
         if self.running:
             self._decode()
         self._compact()
+        self._release()
         return self._collect()
 
     def complete(self, prompt: list[int], params: SamplingParams,
@@ -209,6 +259,8 @@ class Engine:
             n = max(longest, len(req.prompt))
             if slots + req.params.samples > self.max_batch or (group and (len(group) + 1) * n > self.prefill_tokens):
                 break
+            if group and (len(req.prompt) > self.prefill_chunk or not self._fits(group + [req])):
+                break  # prefilled alone, in chunks; or past the cache ceiling: waits
             group.append(self.waiting.popleft())
             slots, longest = slots + req.params.samples, n
         return group
@@ -227,7 +279,7 @@ class Engine:
         # A prefix- or prompt-tuned model writes its key/value prefix into the cache first.
         prefix = self.model.prefix.length if getattr(self.model, "prefix", None) is not None else 0
         total = sum(r.params.samples for r in reqs)
-        self.cache.reserve(first + total, prefix + max(len(r.prompt) + r.params.max_tokens for r in reqs))
+        self.cache.reserve(first + total, self._running_tokens(reqs), self.max_cache_tokens)
         self.cache.active = first + total
         ids = torch.zeros(len(prompts), max(lens), dtype=torch.long)
         for u, p in enumerate(prompts):
@@ -236,12 +288,87 @@ class Engine:
         view = self.cache.view(first, len(prompts))
         h = self.model.hidden_states(ids.to(self.device), cache=view)
         last = self.model.lm_head(h[torch.arange(len(prompts)), torch.tensor(lens) - 1]).float()
-        seqs, rows, extra, taken = [], [], first + len(prompts), set()
         for req, u in zip(reqs, row_of):
             p, n = req.params, lens[u]
             if p.prompt_logprobs is not None:
                 logps = self.model.lm_head(h[u, :n - 1]).float().log_softmax(-1)
                 req.prompt_logprobs = [None] + _top_logprobs(logps, req.prompt[1:], p.prompt_logprobs)
+        self._seat(reqs, row_of, first, len(prompts), last)
+
+    def _prefill_chunk(self) -> None:
+        """The next `prefill_chunk` tokens of the long prompt, into its own cache; after the last
+        chunk its sequences join the running batch as a one-pass prefill's would."""
+        job = self.prefilling
+        req, a = job.request, job.done
+        b = min(a + self.prefill_chunk, len(req.prompt))
+        ids = torch.tensor([req.prompt[a:b]], device=self.device)
+        h = self.model.hidden_states(ids, cache=job.kv)[0]
+        k = req.params.prompt_logprobs
+        if k is not None:  # position i predicts prompt token i + 1; the last one predicts nothing
+            stop = min(b, len(req.prompt) - 1)
+            if stop > a:
+                logps = self.model.lm_head(h[:stop - a]).float().log_softmax(-1)
+                req.prompt_logprobs += _top_logprobs(logps, req.prompt[a + 1:stop + 1], k)
+        job.done = b
+        if b < len(req.prompt):
+            return
+        self.prefilling = None
+        first, p = len(self.running), req.params
+        n = job.kv.length  # prefix + prompt
+        self.cache.reserve(first + p.samples, self._running_tokens([req]), self.max_cache_tokens)
+        self.cache.active = first + p.samples
+        for t, src in zip(self.cache.k + self.cache.v, job.kv.k + job.kv.v):
+            t[first, :, :n] = src[0, :, :n]
+        self.cache.lengths[first] = n
+        self._seat([req], [0], first, 1, self.model.lm_head(h[-1:]).float())
+
+    # ---- memory -----------------------------------------------------------------------------
+
+    def _prefix(self) -> int:
+        return self.model.prefix.length if getattr(self.model, "prefix", None) is not None else 0
+
+    def _tokens(self, prompt: list[int], params: SamplingParams) -> int:
+        """Cache positions one sample of a request can reach (a sequence ends at the context)."""
+        P = self._prefix()
+        return min(P + len(prompt) + params.max_tokens, P + self.config.max_seq_len)
+
+    def _chunk_tokens(self, prompt: list[int]) -> int:
+        """The chunked prompt's own cache, held beside the slot cache until its last chunk."""
+        return self._prefix() + len(prompt) if len(prompt) > self.prefill_chunk else 0
+
+    def _running_tokens(self, reqs: list[_Request] = ()) -> int:
+        """Tokens per slot that the running sequences and `reqs` can reach."""
+        return max([self._tokens(s.request.prompt, s.params) for s in self.running]
+                   + [self._tokens(r.prompt, r.params) for r in reqs] + [1])
+
+    def _fits(self, reqs: list[_Request]) -> bool:
+        """Whether admitting `reqs` keeps the (rectangular) slot cache within the ceiling."""
+        if self.max_cache_tokens is None:
+            return True
+        slots = len(self.running) + sum(r.params.samples for r in reqs)
+        extra = max(self._chunk_tokens(r.prompt) for r in reqs)
+        return slots * self._running_tokens(reqs) + extra <= self.max_cache_tokens
+
+    def _release(self) -> None:
+        """Shrink the slot cache when it holds far more than the running work can use (a big
+        n=16 request gone, the batch empty): reallocate to what is needed, keeping live rows."""
+        slots, length = self.cache.capacity
+        if self.running:
+            want = len(self.running), self._running_tokens()
+        else:
+            want = self.cache.idle
+        # 4x of slack: a batch that grows and shrinks around a size does not reallocate every
+        # step; and a cache within the idle size is left alone
+        if slots * length > max(4 * want[0] * want[1], self.cache.idle[0] * self.cache.idle[1]):
+            self.cache.resize(*want)
+
+    def _seat(self, reqs: list[_Request], row_of: list[int], first: int, n_unique: int,
+              last: torch.Tensor) -> None:
+        """Sequences for prefilled requests: distinct prompt u is in slot first + u; a request's
+        other samples get a copy of it in the slots after them; then their first tokens."""
+        seqs, rows, extra, taken = [], [], first + n_unique, set()
+        for req, u in zip(reqs, row_of):
+            p = req.params
             for i in range(p.samples):
                 gen = None
                 if p.seed is not None:
@@ -394,6 +521,11 @@ class Engine:
                 self.waiting.remove(req)
                 req.seqs = [_Sequence(req, 0, None, self.tokenizer, self.eos)]
                 req.seqs[0].out.finish_reason = "abort"
+        job = self.prefilling
+        if job is not None and job.request.aborted:  # between chunks: its cache is dropped
+            self.prefilling = None
+            job.request.seqs = [_Sequence(job.request, 0, None, self.tokenizer, self.eos)]
+            job.request.seqs[0].out.finish_reason = "abort"
         for seq in self.running:
             if seq.request.aborted and not seq.out.finish_reason:
                 self._finish(seq, "abort", None, None, None)

@@ -4,9 +4,8 @@
 - KVCache: every row has the same length (a left-padded batch, beam search).
 - SlotCache: each row ("slot") has its own length, so sequences can join and leave a running
   batch between steps (continuous batching). Buffers are preallocated and grown rarely:
-  a torch.cat per layer per token would dominate small-model decoding. They are given back
-  when no row is in use (`release`, and `reserve` from an idle cache), so memory follows the
-  work running rather than the largest request ever served.
+  a torch.cat per layer per token would dominate small-model decoding. The engine shrinks them
+  (`resize`) when the running work needs far less, so memory follows the work.
 """
 
 from __future__ import annotations
@@ -62,52 +61,65 @@ class SlotCache:
         self.v: list[torch.Tensor] = []
         self.lengths: list[int] = []
         self.active = 0
-        self._allocate(slots, max_len)
+        self.idle = (slots, max_len)  # the size an empty engine goes back to
+        self.resize(slots, max_len)
 
     # ---- capacity ----
 
-    def _allocate(self, slots: int, max_len: int) -> None:
+    @property
+    def capacity(self) -> tuple[int, int]:
+        """(slots, tokens per slot) allocated."""
+        return self.k[0].shape[0], self.k[0].shape[2]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.k + self.v)
+
+    def resize(self, slots: int, max_len: int) -> None:
+        """Reallocate to exactly `slots` x `max_len`, keeping what is stored in the rows and
+        positions both sizes hold (the caller keeps the live rows inside them)."""
         c = self.config
         shape = (slots, c.n_kv_heads, max_len, c.head_dim)
-        new_k = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(c.n_layers)]
-        new_v = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(c.n_layers)]
-        if self.k:  # grow: keep what is stored
-            s, L = self.k[0].shape[0], self.k[0].shape[2]
-            for old, new in zip(self.k + self.v, new_k + new_v):
-                new[:s, :, :L] = old
-        self.k, self.v = new_k, new_v
-        self.lengths += [0] * (slots - len(self.lengths))
+        old = self.k + self.v
+        self.k, self.v = [], []  # let the old buffers go before the new ones come, where possible
+        new = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(2 * c.n_layers)]
+        if old:
+            s, L = min(slots, old[0].shape[0]), min(max_len, old[0].shape[2])
+            for o, n in zip(old, new):
+                n[:s, :, :L] = o[:s, :, :L]
+        del old
+        self.k, self.v = new[:c.n_layers], new[c.n_layers:]
+        self.lengths = (self.lengths + [0] * slots)[:slots]
 
-    def reserve(self, slots: int, max_len: int) -> None:
+    def reserve(self, slots: int, max_len: int, limit: int | None = None) -> None:
         """Make room for `slots` rows of `max_len` tokens. Both dimensions at least double when they
         grow: requests admitted one at a time then copy the cache O(log n) times, not once per
-        request. With no row in use, a cache more than 4x larger than asked for is replaced by
-        one of the size asked for (the factor keeps alternating sizes from reallocating each time)."""
-        have_slots, have_len = self.k[0].shape[0], self.k[0].shape[2]
+        request. Where doubling would pass `limit` (slots x tokens), exactly what is asked is
+        allocated (rows beyond `slots` are free and may be dropped)."""
+        have_slots, have_len = self.capacity
         if self.active == 0 and slots * max_len * 4 < have_slots * have_len:
-            self._fresh(slots, max_len)
+            # idle and far too big: replaced by what is asked for (the factor keeps alternating
+            # sizes from reallocating each time)
+            self.lengths = []
+            self.resize(slots, max_len)
         elif slots > have_slots or max_len > have_len:
-            self._allocate(_grow(slots, have_slots), _grow(max_len, have_len))
+            grown = _grow(slots, have_slots), _grow(max_len, have_len)
+            if limit is not None and grown[0] * grown[1] > limit:
+                grown = slots, max_len
+            self.resize(*grown)
 
     def release(self) -> None:
         """Give the buffers back (down to one short row) when no row is in use."""
         if self.active == 0 and self.nbytes > self._bytes(1, 256):
-            self._fresh(1, 256)
+            self.lengths = []
+            self.resize(1, 256)
             if torch.device(self.device).type == "cpu":
                 _trim_heap()
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes the buffers hold."""
-        return sum(t.numel() * t.element_size() for t in self.k + self.v)
 
     def _bytes(self, slots: int, max_len: int) -> int:
         c, size = self.config, torch.empty((), dtype=self.dtype).element_size()
         return 2 * c.n_layers * slots * c.n_kv_heads * max_len * c.head_dim * size
 
-    def _fresh(self, slots: int, max_len: int) -> None:
-        self.k, self.v, self.lengths = [], [], []  # dropped before the new buffers are made
-        self._allocate(slots, max_len)
 
     # ---- slots ----
 
