@@ -29,3 +29,17 @@ def test_resolved_config_is_logged_without_the_key(bundled_folder, tmp_path_fact
         assert r.status_code == 400 and "the limit is 7" in r.json()["error"]["message"]  # the file's value holds
     finally:
         s.stop()
+
+
+def test_a_kv_cache_ceiling_refuses_only_the_request_that_can_never_fit(bundled_folder, tmp_path_factory):
+    s = start_server(bundled_folder, tmp_path_factory, "--max-cache-tokens", "400", "--prefill-chunk", "64")
+    try:
+        assert (config_line(s)["max_cache_tokens"], config_line(s)["prefill_chunk"]) == (400, 64)
+        big = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2000}
+        r = httpx.post(s.url + "/v1/chat/completions", json=big, timeout=120)
+        assert 400 <= r.status_code < 500 and "max_cache_tokens" in r.json()["error"]["message"]
+        ok = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+        r = httpx.post(s.url + "/v1/chat/completions", json=ok, timeout=120)
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
+    finally:
+        s.stop()

@@ -42,6 +42,9 @@ class ServeConfig:
     # limits
     max_concurrency: int = option(DEFAULT_MAX_CONCURRENCY, "sequences decoded together (the engine's batch)")
     max_queue: int = option(256, "requests admitted (running + waiting) before 429")
+    max_cache_tokens: Optional[int] = option(None, "ceiling on the KV cache (slots x tokens): requests wait until "
+                                                   "they fit; one that never can is refused")
+    prefill_chunk: int = option(512, "a longer prompt is prefilled this many tokens per step, between decode steps")
     max_prompt_tokens: Optional[int] = option(None, "longest prompt in tokens (default: the model's context - 1)")
     max_tokens_limit: int = option(2048, "largest max_tokens a request may ask for")
     default_max_tokens: int = option(512, "chat's max_tokens when the request gives none")

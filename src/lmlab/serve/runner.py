@@ -32,7 +32,8 @@ log = logging.getLogger("lmlab.serve")
 
 
 class EngineRunner:
-    def __init__(self, lm, max_batch: int = 32, admit_per_step: int = 4):
+    def __init__(self, lm, max_batch: int = 32, admit_per_step: int = 4, max_cache_tokens: int | None = None,
+                 prefill_chunk: int = 512):
         self.lm, self.tokenizer, self.config = lm, lm.tokenizer, lm.config
         # New requests enter the engine at most `admit_per_step` per step (each costs a prefill in
         # that step), so a burst of arrivals does not stall every running stream for one long step.
@@ -41,6 +42,11 @@ class EngineRunner:
         self.max_batch = max_batch
         self.engine = lm.engine  # from now on touched only by this runner's thread
         self.engine.max_batch = max_batch
+        if prefill_chunk < 1:
+            raise LmlabError(f"prefill_chunk = {prefill_chunk}: must be at least 1 token")
+        self.engine_options = {"max_cache_tokens": max_cache_tokens, "prefill_chunk": prefill_chunk}
+        for k, v in self.engine_options.items():
+            setattr(self.engine, k, v)
         self.inbox: queue.Queue = queue.Queue()
         self._sinks: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
         self._ids = itertools.count()
@@ -166,7 +172,7 @@ class EngineRunner:
                     self._send(rid, ("error", e))
                 self._sinks.clear()
                 self._held.clear()
-                self.engine = self.lm.new_engine(max_batch=self.max_batch)
+                self.engine = self.lm.new_engine(max_batch=self.max_batch, **self.engine_options)
                 time.sleep(0.01)
                 continue
             self.steps += 1
