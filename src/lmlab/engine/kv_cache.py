@@ -80,6 +80,7 @@ class SlotCache:
         positions both sizes hold (the caller keeps the live rows inside them)."""
         c = self.config
         shape = (slots, c.n_kv_heads, max_len, c.head_dim)
+        shrink = bool(self.k) and slots * max_len < self.k[0].shape[0] * self.k[0].shape[2]
         old = self.k + self.v
         self.k, self.v = [], []  # let the old buffers go before the new ones come, where possible
         new = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(2 * c.n_layers)]
@@ -90,6 +91,8 @@ class SlotCache:
         del old
         self.k, self.v = new[:c.n_layers], new[c.n_layers:]
         self.lengths = (self.lengths + [0] * slots)[:slots]
+        if shrink and torch.device(self.device).type == "cpu":
+            _trim_heap()  # the freed buffers go back to the machine, not only to Python
 
     def reserve(self, slots: int, max_len: int, limit: int | None = None) -> None:
         """Make room for `slots` rows of `max_len` tokens. Both dimensions at least double when they
