@@ -282,7 +282,7 @@ def test_parquet_refuses_a_field_of_two_types(tmp_path):
     within = write_jsonl(tmp_path / "within.jsonl", [{"text": "one record here", "n": 1},
                                                      {"text": "two record here", "n": "two"}])
     cfg = dict(progress=False, workers=1, steps=["normalize"], out_format="parquet")
-    with pytest.raises(LmlabError, match=r"within\.jsonl:\d: field 'n' holds values that do not fit one "
+    with pytest.raises(LmlabError, match=r"within\.jsonl:2: field 'n' holds values that do not fit one "
                                          r"Parquet column .*out_format=jsonl"):
         pipeline.curate(CurateConfig(inputs=[str(within)], out=str(tmp_path / "a"), **cfg))
     across = write_jsonl(tmp_path / "across.jsonl", [{"text": "one record here", "n": 1},

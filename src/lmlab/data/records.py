@@ -228,7 +228,8 @@ def write_parquet(path: Path, records) -> int:
         try:
             columns[name] = pa.array([r.get(name) for r in rows])
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
-            where = next((r.get("_where") for r in records if name in r), None)
+            kinds = [(type(r[name]), r.get("_where")) for r in records if r.get(name) is not None]
+            where = next((w for t, w in kinds if t is not kinds[0][0]), kinds[0][1] if kinds else None)
             raise LmlabError(f"{where or path}: field {name!r} holds values that do not fit one Parquet column "
                              f"({e}); write JSONL instead (out_format=jsonl)") from None
     return _write_table(path, pa.table(columns) if names else pa.table({}))
