@@ -189,3 +189,103 @@ def test_bad_input_errors(tmp_path):
     assert report["bad_rows_skipped"] == 1 and report["records_out"] == 1
     with pytest.raises(LmlabError, match="no such file or folder"):
         pipeline.curate(CurateConfig(inputs=[str(tmp_path / "missing.jsonl")], out=str(tmp_path / "o4")))
+
+
+# ---- Parquet output -------------------------------------------------------------------------
+
+def parquet_rows(out) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return [r for p in sorted((out / "data").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+
+
+def test_parquet_output_equals_the_jsonl_output_record_for_record(reference, corpus, tmp_path):
+    ref_out, res = reference
+    out = tmp_path / "pq"
+    assert curate(corpus, out, "--out-format", "parquet") == 0
+    assert not list((out / "data").glob("*.jsonl"))
+    assert len(list((out / "data").glob("*.parquet"))) == len(list((ref_out / "data").glob("*.jsonl")))
+    assert parquet_rows(out) == res["kept"]
+    assert {p.stem: read_jsonl(p) for p in sorted((out / "removed").glob("*.jsonl"))} == res["removed"]
+    # the report: what each step removed and why, the same as with JSONL output
+    drop = ("cpu_seconds",)
+    steps = lambda d: [{k: v for k, v in s.items() if k not in drop}  # noqa: E731
+                       for s in json.loads((d / "report.json").read_text())["steps"]]
+    assert steps(out) == steps(ref_out)
+    assert {s["step"]: s["reasons"] for s in json.loads((out / "report.json").read_text())["steps"]}["gopher"] \
+        == {"gopher_short_doc": 1}
+
+
+def test_datasets_reads_the_parquet_output(reference, corpus, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    _, res = reference
+    out = tmp_path / "pq"
+    assert curate(corpus, out, "--out-format", "parquet") == 0
+    ds = datasets.load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train",
+                               cache_dir=str(tmp_path / "cache"))
+    assert ds.to_list() == res["kept"]
+
+
+@pytest.mark.parametrize("phase", ["A.json", "C.json"])
+def test_killed_parquet_run_resumes_without_duplicates_or_losses(reference, corpus, tmp_path, monkeypatch, phase):
+    _, res = reference
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("out_format: parquet\n")  # the format from the config, not a flag
+    out = tmp_path / "run"
+    _killed_after(monkeypatch, phase, 3 if phase == "A.json" else 10)
+    assert curate(corpus, out, "--config", str(recipe)) == 130
+    assert not (out / "report.json").exists()
+    if phase == "C.json":
+        assert 0 < len(list((out / "data").glob("*.parquet"))) < 7  # some parts written, not all
+    (out / "data").mkdir(exist_ok=True)
+    (out / "data" / "part-00005.parquet.tmp").write_bytes(b"PAR1 half a file")  # a file cut by the kill
+    monkeypatch.undo()
+    assert curate(corpus, out, "--config", str(recipe)) == 0
+    assert parquet_rows(out) == res["kept"]
+    assert not list((out / "data").glob("*.tmp"))
+    assert json.loads((out / "report.json").read_text())["records_out"] == len(res["kept"])
+
+
+def test_resume_in_the_other_format_is_refused(corpus, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    _killed_after(monkeypatch, "C.json", 9)
+    assert curate(corpus, out) == 130
+    monkeypatch.undo()
+    assert curate(corpus, out, "--out-format", "parquet") == 2
+    assert "unfinished run with other inputs or settings" in capsys.readouterr().err
+
+
+def test_parquet_parts_share_one_schema_when_batches_differ(tmp_path):
+    rows = [{"text": "first record here", "id": 1},               # batch 0: `score` missing, `id` int
+            {"text": "second record here", "id": 2, "tag": None},
+            {"text": "third record here", "id": 3.5, "score": 0.5},  # batch 1: `id` a float, `score` new
+            {"text": "fourth record here", "id": 4, "tag": "b"}]
+    data = write_jsonl(tmp_path / "mixed.jsonl", rows)
+    cfg = dict(inputs=[str(data)], progress=False, workers=1, batch_size=2, steps=["normalize"])
+    pipeline.curate(CurateConfig(out=str(tmp_path / "j"), **cfg))
+    pipeline.curate(CurateConfig(out=str(tmp_path / "p"), out_format="parquet", **cfg))
+    import pyarrow.parquet as pq
+
+    schemas = [pq.read_schema(p) for p in sorted((tmp_path / "p" / "data").glob("*.parquet"))]
+    assert len(schemas) == 2 and schemas[0].equals(schemas[1])
+    assert str(schemas[0].field("id").type) == "double" and str(schemas[0].field("tag").type) == "string"
+    jsonl = outputs(tmp_path / "j")["kept"]
+    fields = ["text", "id", "tag", "score"]
+    assert parquet_rows(tmp_path / "p") == [{f: r.get(f) for f in fields} for r in jsonl]
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.load_dataset("parquet", data_files=str(tmp_path / "p" / "data" / "*.parquet"), split="train",
+                               cache_dir=str(tmp_path / "cache"))
+    assert ds["score"] == [None, None, 0.5, None]
+
+
+def test_parquet_refuses_a_field_of_two_types(tmp_path):
+    within = write_jsonl(tmp_path / "within.jsonl", [{"text": "one record here", "n": 1},
+                                                     {"text": "two record here", "n": "two"}])
+    cfg = dict(progress=False, workers=1, steps=["normalize"], out_format="parquet")
+    with pytest.raises(LmlabError, match=r"within\.jsonl:2: field 'n' holds values that do not fit one "
+                                         r"Parquet column .*out_format=jsonl"):
+        pipeline.curate(CurateConfig(inputs=[str(within)], out=str(tmp_path / "a"), **cfg))
+    across = write_jsonl(tmp_path / "across.jsonl", [{"text": "one record here", "n": 1},
+                                                     {"text": "two record here", "n": "two"}])
+    with pytest.raises(LmlabError, match=r"the batches disagree on a column's type .*out_format=jsonl"):
+        pipeline.curate(CurateConfig(inputs=[str(across)], out=str(tmp_path / "b"), batch_size=1, **cfg))

@@ -24,3 +24,19 @@ def test_dense_search_on_a_bm25_only_index_is_refused(docs, tmp_path, capsys):
     capsys.readouterr()
     assert main(["rag", "search", "volcano", "--index", str(out), "--mode", "dense"]) != 0
     assert "BM25-only" in capsys.readouterr().err
+
+
+def test_reindex_reports_removed_documents(docs, tmp_path, capsys):
+    out = tmp_path / "idx"
+    args = ["rag", "index", str(docs), "--out", str(out), "--dense", "none"]
+    assert main(args + ["--json"]) == 0
+    capsys.readouterr()
+    (docs / "berlin.md").unlink()
+    assert main(args + ["--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["added"], report["changed"], report["removed"], report["unchanged"]) == (0, 0, 1, 4)
+    (docs / "nile.html").unlink()
+    assert main(args) == 0
+    assert "0 new, 0 changed, 1 removed, 3 unchanged documents" in capsys.readouterr().out
+    assert main(["rag", "search", "Brandenburg Gate", "--index", str(out), "--mode", "bm25", "--json"]) == 0
+    assert all(not h["doc_id"].endswith("berlin.md") for h in json.loads(capsys.readouterr().out))

@@ -138,3 +138,85 @@ def test_approximate_dense_indexes_find_the_exact_neighbours_on_a_small_corpus(d
     approx = Index.load(tmp_path / kind)
     q = "Which river flows into the Mediterranean?"
     assert [i for i, _ in approx.search_dense(q, 3)] == [i for i, _ in flat.search_dense(q, 3)]
+
+
+def _chunk_ids(index):
+    return sorted(c.chunk_id for c in index.chunks)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_documents_gone_from_the_inputs_are_pruned_from_bm25_and_faiss(docs, tmp_path, kind):
+    cfg = lambda: IndexConfig(chunk_tokens=16, overlap=4, dense=kind)  # noqa: E731
+    out = tmp_path / "idx"
+    Index.build([docs], out, cfg())
+    before = Index.load(out)
+    (docs / "berlin.md").unlink()  # a file deleted
+    (docs / "rows.jsonl").write_text('{"id": "kiwi", "text": "The kiwi is a flightless bird native to New Zealand."}\n')
+    (docs / "paris.txt").write_text("Paris is the capital of France. It has about two million inhabitants.")
+    _, report = Index.build([docs], out, cfg())
+    assert (report.added, report.changed, report.removed, report.unchanged, report.kept) == (0, 1, 2, 2, 0)
+    after = Index.load(out)
+    gone = {str(docs / "berlin.md"), "volcano"}
+    assert not gone & {c.doc_id for c in after.chunks} and not gone & set(after.documents)
+    assert len(after.vectors) == len(after.chunks) == after._dense.ntotal
+    assert report.embedded == sum(c.doc_id == str(docs / "paris.txt") for c in after.chunks)
+    old = {c.chunk_id: v for c, v in zip(before.chunks, before.vectors)}
+    for c, v in zip(after.chunks, after.vectors):  # the rest kept its vectors, not re-embedded
+        if c.doc_id == "kiwi":
+            np.testing.assert_array_equal(v, old[c.chunk_id])
+    # the pruned index answers as one built afresh from what is left
+    fresh, _ = Index.build([docs], None, cfg())
+    assert _chunk_ids(after) == _chunk_ids(fresh)
+    for q in ("Brandenburg Gate in Berlin", "active volcano on Sicily", "inhabitants of Paris"):
+        by_id = lambda ix, scores: {ix.chunks[i].chunk_id: s for i, s in enumerate(scores)}  # noqa: E731
+        got, want = by_id(after, after.bm25_scores(q)), by_id(fresh, fresh.bm25_scores(q))
+        assert got == pytest.approx(want, rel=1e-6)
+        hits = [after.chunks[i].chunk_id for i, _ in after.search_dense(q, 3)]
+        assert hits == [fresh.chunks[i].chunk_id for i, _ in fresh.search_dense(q, 3)]
+        assert not {after.chunks[i].doc_id for i, _ in after.search_dense(q, len(after))} & gone
+
+
+def test_indexing_another_folder_keeps_the_first_unless_prune_all(docs, tmp_path):
+    more = tmp_path / "more"
+    more.mkdir()
+    (more / "rome.txt").write_text("Rome is the capital of Italy.")
+    out = tmp_path / "idx"
+    Index.build([docs], out, IndexConfig(**BM25_ONLY))
+    _, report = Index.build([more], out, IndexConfig(**BM25_ONLY))
+    assert (report.added, report.removed, report.kept) == (1, 0, 5)
+    (docs / "paris.txt").unlink()  # outside this run's inputs: not noticed
+    _, report = Index.build([more], out, IndexConfig(**BM25_ONLY))
+    assert (report.unchanged, report.removed, report.kept) == (1, 0, 5)
+    _, report = Index.build([more], out, IndexConfig(**BM25_ONLY), prune="all")
+    assert (report.unchanged, report.removed, report.kept) == (1, 5, 0)
+    assert set(Index.load(out).documents) == {str(more / "rome.txt")}
+    with pytest.raises(LmlabError, match="prune='some'.*inputs, all, none"):
+        Index.build([more], out, IndexConfig(**BM25_ONLY), prune="some")
+
+
+def test_a_deleted_file_named_again_is_pruned_an_unreadable_one_kept(tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("Alpha is the first letter of the Greek alphabet.")
+    b.write_text("Beta is the second letter of the Greek alphabet.")
+    out = tmp_path / "idx"
+    Index.build([a, b], out, IndexConfig(**BM25_ONLY))
+    a.write_bytes(b"\x00\x01 binary now")  # a read error is not a deletion
+    b.unlink()
+    _, report = Index.build([a, b], out, IndexConfig(**BM25_ONLY))
+    assert (report.removed, report.unchanged, len(report.skipped)) == (1, 0, 2)
+    index = Index.load(out)
+    assert set(index.documents) == {str(a)} and "Alpha" in index.chunks[0].text
+    _, report = Index.build([a, b], out, IndexConfig(**BM25_ONLY), prune="none")  # nothing leaves
+    assert report.removed == 0 and set(Index.load(out).documents) == {str(a)}
+
+
+def test_an_index_pruned_to_nothing_loads_and_finds_nothing(docs, tmp_path):
+    out = tmp_path / "idx"
+    Index.build([docs], out, IndexConfig(chunk_tokens=16, overlap=4))
+    for f in docs.iterdir():
+        f.unlink()
+    _, report = Index.build([docs], out, IndexConfig(chunk_tokens=16, overlap=4))
+    assert (report.removed, report.chunks) == (5, 0)
+    assert not (out / "dense.faiss").exists() and not (out / "bm25").exists()
+    index = Index.load(out)
+    assert len(index) == 0 and index.search_bm25("volcano", 3) == [] and index.search_dense("volcano", 3) == []

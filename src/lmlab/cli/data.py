@@ -73,7 +73,8 @@ def cmd_curate(args) -> int:
     cfg = from_args(CurateConfig, args, **values)
     report = curate(cfg)
     print_report(report)
-    print(f"\nwrote {cfg.out}/data/*.jsonl, {cfg.out}/removed/*.jsonl, {cfg.out}/report.json, {cfg.out}/report.html")
+    print(f"\nwrote {cfg.out}/data/*.{cfg.out_format}, {cfg.out}/removed/*.jsonl, {cfg.out}/report.json, "
+          f"{cfg.out}/report.html")
     return 0
 
 

@@ -12,7 +12,8 @@ def register(sub, common) -> None:
     rsub = r.add_subparsers(dest="rag_command", metavar="ACTION", required=True)
 
     i = rsub.add_parser("index", parents=[common], help="index documents (text, Markdown, HTML, PDF text, JSONL)",
-                        description="Build or update an index folder: new or changed documents only.")
+                        description="Build or update an index folder: new or changed documents are (re)indexed, "
+                                    "documents gone from the inputs removed (--prune).")
     i.add_argument("docs", nargs="+", help="files or folders")
     i.add_argument("--out", required=True, help="index folder (updated in place when it holds one)")
     i.add_argument("--chunk-tokens", type=int, default=256, help="tokens per chunk (the model's tokenizer)")
@@ -24,6 +25,9 @@ def register(sub, common) -> None:
                    help="all-MiniLM-L6-v2 (default) or a sentence-transformers folder")
     i.add_argument("--dense", default="flat", choices=["flat", "ivf", "hnsw", "none"],
                    help="faiss index kind; none = BM25 only")
+    i.add_argument("--prune", default="inputs", choices=["inputs", "all", "none"],
+                   help="documents gone from the inputs leave the index: inputs = those of the given files and "
+                        "folders (default), all = every document not given now, none = keep everything")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_index)
 
@@ -66,9 +70,10 @@ def cmd_index(args) -> int:
     config = IndexConfig(chunk_tokens=args.chunk_tokens, overlap=args.overlap, tokenizer=args.tokenizer,
                          embedding=args.embedding, dense=args.dense, id_field=args.id_field,
                          text_field=args.text_field)
-    _, report = Index.build(args.docs, args.out, config, progress=not args.json)
+    _, report = Index.build(args.docs, args.out, config, progress=not args.json, prune=args.prune)
     if args.json:
-        print(json.dumps({"added": report.added, "changed": report.changed, "unchanged": report.unchanged,
+        print(json.dumps({"added": report.added, "changed": report.changed, "removed": report.removed,
+                          "unchanged": report.unchanged, "kept": report.kept,
                           "chunks": report.chunks, "embedded": report.embedded, "seconds": report.seconds,
                           "skipped": [{"path": p, "why": w} for p, w in report.skipped]}))
     else:

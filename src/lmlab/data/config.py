@@ -27,7 +27,9 @@ DEFAULT_STEPS = ("normalize", "language", "gopher", "c4", "toxicity", "decontami
 @dataclass
 class CurateConfig:
     inputs: list[str] = option(help="input files or folders", factory=list, flag=False)
-    out: Optional[str] = option(None, "output folder: data/*.jsonl, removed/STEP.jsonl, report.json", short="-o")
+    out: Optional[str] = option(None, "output folder: data/part-NNNNN.{jsonl,parquet}, removed/STEP.jsonl, "
+                                      "report.json", short="-o")
+    out_format: Literal["jsonl", "parquet"] = option("jsonl", "format of the kept records in DIR/data")
     steps: list[str] = option(help="steps to run, in order", factory=lambda: list(DEFAULT_STEPS))
     executor: Literal["local", "ray"] = option("local", "local: every core (multiprocessing); ray: Ray Data")
     workers: int = option(0, "processes (0: one per core)")

@@ -5,7 +5,8 @@ Three phases, each over numbered batches of `batch_size` records read as a strea
      key and MinHash band hashes (dedup stage 1, signatures);
   B. dedup (in this process): exact duplicates from the keys; near duplicates from the band
      hashes one band at a time (stage 2, buckets), then union-find (stage 3, clusters);
-  C. map (in the workers): the steps after dedup (PII), then DIR/data/part-NNNNN.jsonl.
+  C. map (in the workers): the steps after dedup (PII), then DIR/data/part-NNNNN.jsonl (or
+     .parquet: one file per batch, then given one schema across the parts).
 Every step is a pure function `(batch, step_config) -> (kept, [(record, reason)])`, the same on
 either executor. Phase A and C results land in DIR/work/ one batch at a time, each file written
 whole and renamed into place, a batch marked done last: a killed run started again with the same
@@ -384,6 +385,9 @@ def curate(cfg: CurateConfig) -> dict:
             yield (k, batch, post, cfg, "C")
 
     (out / "data").mkdir(exist_ok=True)
+    for stale in (out / "data").glob("*.tmp"):  # a part a killed run was writing
+        stale.unlink()
+    write = rec.write_parquet if cfg.out_format == "parquet" else rec.write_jsonl
     for res in execute(tasks_c(), workers):
         k = res["k"]
         folder = work / f"{k:05d}"
@@ -391,8 +395,11 @@ def curate(cfg: CurateConfig) -> dict:
             rows = _removed_rows(step, gone, lambda r: {x.lstrip("_"): r[x] for x in
                                                         ("_duplicate_of", "_cluster", "_cluster_size") if x in r})
             rec.write_jsonl(folder / f"removed_{step}.jsonl", rows)
-        rec.write_jsonl(out / "data" / f"part-{k:05d}.jsonl", res["kept"])
+        write(out / "data" / f"part-{k:05d}.{cfg.out_format}", res["kept"])
         _save_map_result(folder, res, "C.json")
+
+    if cfg.out_format == "parquet":  # the parts were typed one batch at a time
+        rec.unify_parquet([out / "data" / f"part-{k:05d}.parquet" for k in ks])
 
     # removed/STEP.jsonl from the batches, in order
     (out / "removed").mkdir(exist_ok=True)

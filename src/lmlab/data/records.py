@@ -1,4 +1,5 @@
-"""Records in and out: JSONL, text and Parquet files read as a stream of batches; JSONL written.
+"""Records in and out: JSONL, text and Parquet files read as a stream of batches; JSONL or
+Parquet written, one batch per file.
 
 A record is a dict with at least a `text` string; every other field it came with is kept.
 Reading streams (a JSONL line or a Parquet row group at a time), so a corpus larger than
@@ -194,6 +195,73 @@ def write_jsonl(path: Path, records, *, keep_private: tuple[str, ...] = ()) -> i
             f.write(line)
     os.replace(tmp, path)
     return size
+
+
+def _pyarrow():
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise LmlabError("writing Parquet needs pyarrow: pip install pyarrow") from None
+    return pa, pq
+
+
+def _write_table(path: Path, table) -> int:
+    _, pq = _pyarrow()
+    tmp = path.with_name(path.name + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, tmp)  # one row group: a batch is the unit of output and of resumption
+    size = tmp.stat().st_size
+    os.replace(tmp, path)
+    return size
+
+
+def write_parquet(path: Path, records) -> int:
+    """One batch as a Parquet file, atomically like `write_jsonl`. Columns are the public fields of
+    any record, in order of first appearance (a record without a field reads back null there);
+    each column's type is inferred over the whole batch. Returns the bytes written."""
+    pa, _ = _pyarrow()
+    rows = [public(r) for r in records]
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    columns = {}
+    for name in names:
+        try:
+            columns[name] = pa.array([r.get(name) for r in rows])
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
+            kinds = [(type(r[name]), r.get("_where")) for r in records if r.get(name) is not None]
+            where = next((w for t, w in kinds if t is not kinds[0][0]), kinds[0][1] if kinds else None)
+            raise LmlabError(f"{where or path}: field {name!r} holds values that do not fit one Parquet column "
+                             f"({e}); write JSONL instead (out_format=jsonl)") from None
+    return _write_table(path, pa.table(columns) if names else pa.table({}))
+
+
+def unify_parquet(paths: list[Path]) -> int:
+    """Give every part file one schema, so that readers that take the first file's schema for all
+    (`datasets.load_dataset("parquet")`) read them all: a column missing from a part is added as
+    nulls, a narrower type (null, int64 beside double) widened. Only parts that differ are
+    rewritten, one at a time; returns how many were. Idempotent, so a killed run redoes it."""
+    pa, pq = _pyarrow()
+    schemas = [pq.read_schema(p) for p in paths]
+    try:
+        target = pa.unify_schemas(schemas, promote_options="permissive") if schemas else pa.schema([])
+    except (pa.ArrowInvalid, pa.ArrowTypeError, NotImplementedError) as e:
+        raise LmlabError(f"{paths[0].parent}: the batches disagree on a column's type ({e}); Parquet needs one "
+                         f"type per column: write JSONL instead (out_format=jsonl)") from None
+    target = target.remove_metadata()
+    rewritten = 0
+    for path, schema in zip(paths, schemas):
+        if schema.remove_metadata().equals(target):
+            continue
+        table = pq.read_table(path)
+        try:
+            cols = [table.column(f.name).cast(f.type) if f.name in table.column_names
+                    else pa.nulls(table.num_rows, f.type) for f in target]
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+            raise LmlabError(f"{path}: cannot bring this part to the run's schema ({e}); write JSONL instead "
+                             f"(out_format=jsonl)") from None
+        _write_table(path, pa.Table.from_arrays(cols, schema=target))
+        rewritten += 1
+    return rewritten
 
 
 def read_jsonl(path: Path) -> list[dict]:

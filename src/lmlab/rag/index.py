@@ -8,8 +8,14 @@
     DIR/bm25/           bm25s's saved index
 
 Updating a folder re-reads the given documents and re-chunks and re-embeds only those that are new
-or whose content hash changed; documents not given again are kept. An index is only ever queried or
-updated with the embedding model that built it: another one is refused, naming both.
+or whose content hash changed. Documents gone from the inputs are pruned (`prune`): with "inputs"
+(the default) those whose file lies in a given file or folder but that were not read again (the file
+deleted, the JSONL row's id gone), so that indexing another folder into the same index still adds
+to it; with "all" every document not read in this run; with "none" nothing. A file that exists but
+cannot be read this time keeps its old chunks (a read error is not a deletion). BM25 and faiss are
+rebuilt over the kept chunks and their stored vectors (nothing is re-embedded): the same for flat,
+IVF and HNSW, as HNSW cannot remove vectors and positions are the chunk ids. An index is only ever
+queried or updated with the embedding model that built it: another one is refused, naming both.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +36,8 @@ from lmlab.rag.readers import read_documents
 
 FORMAT = 1
 DENSE_KINDS = ("flat", "ivf", "hnsw", "none")
+PRUNE = ("inputs", "all", "none")
+_JSONL_ROW = re.compile(r"^(.*\.(?:jsonl|ndjson)):\d+$", re.IGNORECASE)  # a JSONL document's source
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")  # bm25s's default token pattern
 
 
@@ -52,15 +61,18 @@ class IndexConfig:
 class BuildReport:
     added: int = 0
     changed: int = 0
+    removed: int = 0  # documents pruned: gone from the inputs
     unchanged: int = 0
+    kept: int = 0  # documents from sources outside this run's inputs, left as they were
     skipped: list[tuple[str, str]] = field(default_factory=list)
     chunks: int = 0
     embedded: int = 0  # chunks embedded in this run
     seconds: float = 0.0
 
     def summary(self) -> str:
-        s = (f"{self.added} new, {self.changed} changed, {self.unchanged} unchanged documents; "
-             f"{self.chunks} chunks ({self.embedded} embedded) in {self.seconds:.1f}s")
+        s = (f"{self.added} new, {self.changed} changed, {self.removed} removed, {self.unchanged} unchanged "
+             f"documents" + (f", {self.kept} from other sources kept" if self.kept else "") +
+             f"; {self.chunks} chunks ({self.embedded} embedded) in {self.seconds:.1f}s")
         if self.skipped:
             s += f"; skipped {len(self.skipped)} unreadable: " + "; ".join(f"{p} ({w})" for p, w in self.skipped)
         return s
@@ -84,12 +96,15 @@ class Index:
 
     @classmethod
     def build(cls, paths, out: str | Path | None, config: IndexConfig | None = None,
-              progress: bool = False) -> tuple["Index", BuildReport]:
-        """Index documents into `out` (created, or updated in place when it holds an index)."""
+              progress: bool = False, prune: str = "inputs") -> tuple["Index", BuildReport]:
+        """Index documents into `out` (created, or updated in place when it holds an index; `prune`
+        says which documents not read in this run leave it, see the module's docstring)."""
         t0 = time.perf_counter()
         config = config or IndexConfig()
         if config.dense not in DENSE_KINDS:
             raise LmlabError(f"dense={config.dense!r}: expected one of {', '.join(DENSE_KINDS)}")
+        if prune not in PRUNE:
+            raise LmlabError(f"prune={prune!r}: expected one of {', '.join(PRUNE)}")
         from lmlab.rag.chunks import windows
 
         windows(1, config.chunk_tokens, config.overlap)  # validates the pair before any work
@@ -113,11 +128,15 @@ class Index:
         # old chunks of untouched documents are kept with their vectors; the rest is rebuilt
         old_docs = old.documents if old else {}
         given = {d.doc_id: d for d in read.documents}
-        keep = [i for i, c in enumerate(old.chunks) if c.doc_id not in given
-                or old_docs[c.doc_id]["digest"] == given[c.doc_id].digest] if old else []
+        gone = _gone(old_docs, given, paths, read.skipped, prune)
+        report.removed = len(gone)
+        report.kept = sum(d not in given and d not in gone for d in old_docs)
+        keep = [i for i, c in enumerate(old.chunks) if c.doc_id not in gone and (
+            c.doc_id not in given or old_docs[c.doc_id]["digest"] == given[c.doc_id].digest)] if old else []
         chunks = [old.chunks[i] for i in keep]
         vectors = [old.vectors[keep]] if old is not None and old.vectors is not None else []
-        documents = {d: v for d, v in old_docs.items() if d not in given or v["digest"] == given[d].digest}
+        documents = {d: v for d, v in old_docs.items()
+                     if d not in gone and (d not in given or v["digest"] == given[d].digest)}
         new_chunks = []
         docs = read.documents
         if progress and len(docs) > 50:
@@ -127,6 +146,7 @@ class Index:
             prev = old_docs.get(d.doc_id)
             if prev is not None and prev["digest"] == d.digest:
                 report.unchanged += 1
+                documents[d.doc_id] = {**prev, "source": d.source}  # where it is now, for later pruning
                 continue
             report.changed += prev is not None
             report.added += prev is None
@@ -181,10 +201,14 @@ class Index:
                 f.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
         if self.vectors is not None:
             np.save(out / "vectors.npy", self.vectors)
-            if self._dense is not None:
-                faiss.write_index(self._dense, str(out / "dense.faiss"))
+        if self._dense is not None:
+            faiss.write_index(self._dense, str(out / "dense.faiss"))
+        else:  # pruned to nothing: no stale search structure may outlive its chunks
+            (out / "dense.faiss").unlink(missing_ok=True)
         if self.chunks:
             self._bm25.save(out / "bm25", show_progress=False)
+        else:
+            shutil.rmtree(out / "bm25", ignore_errors=True)
         manifest = {"format": FORMAT, "embedding_model": self.embedding_name, "tokenizer": self.tokenizer_name,
                     "config": asdict(self.config), "chunks": len(self.chunks),
                     "dim": None if self.vectors is None else int(self.vectors.shape[1]), "documents": self.documents}
@@ -259,6 +283,28 @@ class Index:
         q = self.embed_query([query]) if vector is None else vector.reshape(1, -1)
         scores, ids = self._dense.search(q.astype(np.float32), k)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+
+
+def _source_file(source: str) -> Path:
+    m = _JSONL_ROW.match(source)
+    return Path(m.group(1) if m else source).resolve()
+
+
+def _gone(old_docs: dict, given: dict, paths, skipped: list[tuple[str, str]], prune: str) -> set[str]:
+    """Ids of the indexed documents that this run's inputs no longer hold."""
+    if prune == "none":
+        return set()
+    unseen = {d: v for d, v in old_docs.items() if d not in given}
+    if prune == "all":
+        return set(unseen)
+    roots = [Path(p).resolve() for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    unreadable = {Path(p).resolve() for p, _ in skipped if Path(p).exists()}
+    gone = set()
+    for doc_id, entry in unseen.items():
+        f = _source_file(entry["source"])
+        if f not in unreadable and any(f == r or r in f.parents for r in roots):
+            gone.add(doc_id)
+    return gone
 
 
 def _tokenizer(spec: str | None):
