@@ -276,7 +276,7 @@ def sampling_params(body: _Sampling, *, max_tokens: int, logprobs: int | None, v
         if given is not None:
             from lmlab.engine.beam import refuse_constraint
             try:
-                refuse_constraint([given[0]], where="use_beam_search")
+                refuse_constraint([given[0]], where="beam search (use_beam_search)")
             except LmlabError as e:
                 raise ApiError(400, str(e), param="use_beam_search", code="unsupported") from None
         raise ApiError(400, "use_beam_search is not supported by this server (its engine batches greedy and "
