@@ -25,8 +25,8 @@ sequence would outgrow the model's context.
 
 Output constraints (guided_json / regex / choice / grammar, structured_outputs) are refused with
 an LmlabError, here as in the CLI (`lmlab generate --beam`) and the server (`use_beam_search`):
-the search has no grammar mask, and a beam kept for its score could not be held to the grammar.
-Constrained output is the engine's (greedy or sampled SamplingParams with guided_*).
+the search has no grammar mask (each beam would need its own grammar state, forked and reordered
+with the cache). Constrained output is the engine's (greedy or sampled SamplingParams with guided_*).
 """
 
 from __future__ import annotations
