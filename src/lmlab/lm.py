@@ -105,6 +105,20 @@ class LM:
         return Completion(out.text, out.token_ids, out.finish_reason, len(ids), len(out.token_ids), seconds,
                           out.incomplete)
 
+    def beam_search(self, prompt: str | list[dict], *, system: str | None = None, raw: bool = False,
+                    num_beams: int = 4, max_new_tokens: int = 256, **params) -> Completion:
+        """The best beam for one prompt (lmlab.engine.beam; other keywords are BeamParams:
+        length_penalty, early_stopping). Output constraints (guided_*) are refused by name."""
+        from lmlab.engine.beam import BeamParams, beam_search
+
+        bp = BeamParams(num_beams=num_beams, max_tokens=max_new_tokens, stop_token_ids=self.stop_token_ids, **params)
+        ids = self.prompt_ids(prompt, system, raw)
+        t0 = time.perf_counter()
+        best = beam_search(self.model, ids, bp)[0]
+        seconds = time.perf_counter() - t0
+        return Completion(self.tokenizer.decode(best.token_ids), best.token_ids, best.finish_reason, len(ids),
+                          len(best.token_ids), seconds)
+
 
 def load(spec: str | None = None, weights: str = "fp32", device: str = "cpu", compile: bool = False) -> LM:
     """Load a model by bundled name, HF folder, .gguf file or hub id (default: bundled SmolLM2)."""

@@ -46,3 +46,26 @@ def test_bad_constraints_are_one_line_errors_before_the_model_loads(tmp_path):
         assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and fragment in lines[0], r.stderr
+
+
+def test_beam_with_a_constraint_or_sampling_flags_is_refused_before_the_model_loads(tmp_path):
+    path = tmp_path / "schema.json"
+    path.write_text(json.dumps(SCHEMA))
+    for args, fragment in [(["--json-schema", str(path)], "--beam (beam search) does not support output "
+                                                          "constraints (got --json-schema)"),
+                           (["--choice", "a,b"], "(got --choice)"),
+                           (["--seed", "3", "--top-p", "0.5"], "--top-p, --seed do(es) not apply"),
+                           (["--watermark"], "--watermark do(es) not apply")]:
+        r = lmlab("hi", "--beam", "2", *args, "--model", str(tmp_path / "no-model"))
+        assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and fragment in lines[0], r.stderr
+
+
+def test_beam_prints_the_best_beam(bundled_folder, bundled_lm):
+    r = lmlab("Name a colour.", "--beam", "2", "--max-new-tokens", "12", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    best = bundled_lm.beam_search("Name a colour.", num_beams=2, max_new_tokens=12)
+    assert out["token_ids"] == best.token_ids and out["text"] == bundled_lm.tokenizer.decode(best.token_ids)
+    assert out["finish_reason"] in ("stop", "length") and out["completion_tokens"] == len(best.token_ids)

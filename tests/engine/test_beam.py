@@ -216,6 +216,27 @@ def test_invalid_params_raise_lmlab_error_with_the_valid_range(kwargs, message):
         BeamParams(**kwargs)
 
 
+@pytest.mark.parametrize("kwargs, name", [({"guided_json": {"type": "object"}}, "guided_json"),
+                                          ({"guided_json_object": True}, "guided_json_object"),
+                                          ({"guided_regex": "[0-9]+"}, "guided_regex"),
+                                          ({"guided_choice": ["a", "b"]}, "guided_choice"),
+                                          ({"guided_grammar": "start: \"a\""}, "guided_grammar"),
+                                          ({"structured_outputs": {"regex": "a"}}, "structured_outputs")])
+def test_output_constraints_are_refused_by_name(kwargs, name):
+    with pytest.raises(LmlabError, match=f"beam search does not support output constraints \\(got {name}\\)"):
+        BeamParams(num_beams=2, **kwargs)
+
+
+def test_sampling_params_are_refused_and_a_constrained_one_by_its_constraint(tiny):
+    from lmlab.engine.params import SamplingParams
+
+    _, ours, _ = tiny
+    with pytest.raises(LmlabError, match="output constraints \\(got SamplingParams with guided_regex\\)"):
+        beam_search(ours, [1, 2, 3], SamplingParams(guided_regex="[0-9]+"))
+    with pytest.raises(LmlabError, match="beam_search takes BeamParams, got SamplingParams"):
+        beam_search(ours, [1, 2, 3], SamplingParams())
+
+
 def test_params_defaults_and_normalisation():
     p = BeamParams(length_penalty=2, stop_token_ids=[2, 2, 0], early_stopping="never")
     assert (p.num_beams, p.max_tokens, p.n, p.length_penalty, p.stop_token_ids) == (4, 64, 1, 2.0, [2, 0])

@@ -187,6 +187,27 @@ def test_n_best_of_logprobs_and_length_cut_off(lm):
     assert c.logprobs[0][first] == pytest.approx(ref.prompt_logprobs[-1][first], abs=1e-4)
 
 
+def test_the_last_streamed_delta_flags_a_cut_off_constrained_output(lm):
+    schema = SCHEMAS[0][1]
+    ids = lm.prompt_ids(prompt(*SCHEMAS[0]))
+    rows = {"cut": SamplingParams(max_tokens=4, temperature=0, guided_json=schema),
+            "stop string": SamplingParams(max_tokens=MAX, temperature=0, guided_json=schema, stop=[":"]),
+            "whole": SamplingParams(max_tokens=MAX, temperature=0, guided_json=schema),
+            "free cut": SamplingParams(max_tokens=4, temperature=0)}
+    deltas = {name: [] for name in rows}
+    e = lm.engine
+    rids = {e.add_request(ids, p, on_delta=deltas[name].append): name for name, p in rows.items()}
+    outs = {}
+    while e.has_unfinished():
+        outs.update({rids[o.request_id]: o.outputs[0] for o in e.step()})
+    assert [outs[n].incomplete for n in rows] == [True, True, False, False]
+    for name, ds in deltas.items():
+        *before, last = ds
+        assert last.finish_reason == outs[name].finish_reason and last.incomplete == outs[name].incomplete, name
+        assert not any(d.incomplete or d.finish_reason for d in before), name
+        assert "".join(d.text for d in ds) == outs[name].text
+
+
 def test_a_constrained_request_joining_a_running_batch(lm, greedy_mixed):
     e = lm.engine
     free = e.add_request(lm.prompt_ids(FREE[1]), SamplingParams(max_tokens=MAX, temperature=0))

@@ -144,3 +144,41 @@ def test_bad_constraints_are_400s_naming_the_problem(tiny_server, extra, param, 
     ok = httpx.post(tiny_server.url + "/v1/chat/completions", timeout=30, json={
         "model": "smollm2", "messages": MSG, "max_tokens": 5, "guided_choice": ["fine"]})
     assert ok.status_code == 200 and ok.json()["choices"][0]["message"]["content"] == "fine"
+
+
+def test_a_cut_off_constrained_stream_flags_its_last_chunk_incomplete(tiny):
+    rf = {"type": "json_schema", "json_schema": {"name": "p", "schema": SCHEMAS[0]}}
+    for cut, max_tokens in ((True, 3), (False, 200)):
+        chunks = [c for chunk in tiny.chat.completions.create(model="smollm2", messages=MSG, max_tokens=max_tokens,
+                                                             temperature=0, response_format=rf, stream=True)
+                  for c in chunk.choices]
+        *before, last = chunks
+        assert last.finish_reason == ("length" if cut else "stop")
+        assert getattr(last, "incomplete", False) is cut and not any(hasattr(c, "incomplete") for c in before)
+        whole = tiny.chat.completions.create(model="smollm2", messages=MSG, max_tokens=max_tokens, temperature=0,
+                                             response_format=rf).choices[0]
+        assert getattr(whole, "incomplete", False) is cut  # the same flag as the answer given whole
+    pieces = list(tiny.completions.create(model="smollm2", prompt="Person:", max_tokens=3, temperature=0, stream=True,
+                                          extra_body={"guided_json": SCHEMAS[0]}))
+    assert pieces[-1].choices[0].finish_reason == "length" and pieces[-1].choices[0].incomplete is True
+    # a free stream cut by length is no constrained output: no flag
+    free = list(tiny.completions.create(model="smollm2", prompt="Person:", max_tokens=3, temperature=0, stream=True))
+    assert free[-1].choices[0].finish_reason == "length" and not hasattr(free[-1].choices[0], "incomplete")
+
+
+@pytest.mark.parametrize("extra, words", [
+    ({"response_format": {"type": "json_object"}}, "does not support output constraints (got response_format)"),
+    ({"guided_regex": "[0-9]+"}, "does not support output constraints (got guided_regex)"),
+    ({}, "use_beam_search is not supported"),
+])
+def test_beam_search_is_a_400_and_with_a_constraint_says_so(tiny_server, extra, words):
+    body = {"model": "smollm2", "messages": MSG, "max_tokens": 5, "use_beam_search": True, **extra}
+    for route, b in (("/v1/chat/completions", body),
+                     ("/v1/completions", {**{k: v for k, v in body.items() if k != "messages"}, "prompt": "x"})):
+        r = httpx.post(tiny_server.url + route, json=b, timeout=30)
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["param"] == "use_beam_search" and words in err["message"], err
+        assert err["type"] == "invalid_request_error"
+    ok = httpx.post(tiny_server.url + "/v1/chat/completions", timeout=30, json={**body, "use_beam_search": False})
+    assert ok.status_code == 200, ok.text

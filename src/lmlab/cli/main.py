@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     g.add_argument("--watermark", nargs="?", const="", default=None, metavar="gamma=..,delta=..",
                    help="green-list watermark (default gamma=0.25,delta=2); `lmlab detect --watermark` finds it")
+    g.add_argument("--beam", type=int, default=None, metavar="W",
+                   help="beam search with W beams instead of sampling (deterministic; no sampling flags, "
+                        "watermark or output constraint)")
     from lmlab.cli import structured as structured_cli
     structured_cli.add_args(g)
     g.set_defaults(func=cmd_generate)
@@ -126,6 +129,8 @@ def cmd_generate(args) -> int:
     from lmlab.errors import LmlabError
     from lmlab.lm import load
 
+    if args.beam is not None:
+        return _generate_beam(args)
     extra = {}
     if args.watermark is not None:
         from lmlab.safety.watermark import parse
@@ -144,6 +149,28 @@ def cmd_generate(args) -> int:
         print(json.dumps(out.to_dict(), ensure_ascii=False))
     else:
         print()
+    return 0
+
+
+def _generate_beam(args) -> int:
+    """`generate --beam W`: everything that beam search would not honour is refused first."""
+    from lmlab.engine.beam import BeamParams, refuse_constraint
+    from lmlab.errors import LmlabError
+    from lmlab.lm import load
+
+    refuse_constraint([f"--{f}" for f in ("json-schema", "json-object", "regex", "choice", "grammar")
+                       if getattr(args, f.replace("-", "_"))], where="--beam (beam search)")
+    unused = [flag for flag, on in (("--temperature", args.temperature not in (0, 0.7)), ("--top-k", args.top_k),
+                                    ("--top-p", args.top_p != 1.0), ("--seed", args.seed is not None),
+                                    ("--watermark", args.watermark is not None), ("--repair", args.repair),
+                                    ("--prompt-only", args.prompt_only)) if on]
+    if unused:
+        raise LmlabError(f"--beam is deterministic beam search; {', '.join(unused)} do(es) not apply to it")
+    BeamParams(num_beams=args.beam, max_tokens=args.max_new_tokens)  # bad values fail before the model loads
+    lm = load(args.model, args.weights, compile=args.compile)
+    out = lm.beam_search(args.prompt, system=args.system, raw=args.raw, num_beams=args.beam,
+                         max_new_tokens=args.max_new_tokens)
+    print(json.dumps(out.to_dict(), ensure_ascii=False) if args.json else out.text)
     return 0
 
 

@@ -22,6 +22,11 @@ same candidates win the same ties.
 Not carried over from transformers: batches of prompts, sampling (do_sample beam search) and
 logits processors. Unlike transformers, the search also ends (finish_reason "length") where the
 sequence would outgrow the model's context.
+
+Output constraints (guided_json / regex / choice / grammar, structured_outputs) are refused with
+an LmlabError, here as in the CLI (`lmlab generate --beam`) and the server (`use_beam_search`):
+the search has no grammar mask (each beam would need its own grammar state, forked and reordered
+with the cache). Constrained output is the engine's (greedy or sampled SamplingParams with guided_*).
 """
 
 from __future__ import annotations
@@ -45,8 +50,16 @@ class BeamParams:
     early_stopping: bool | str = False  # True, False or "never"
     n: int = 1  # hypotheses returned (transformers' num_return_sequences)
     stop_token_ids: list[int] = field(default_factory=list)  # EOS ids
+    # SamplingParams' constraint keywords, accepted only to be refused by name (see above)
+    guided_json: object = None
+    guided_json_object: bool = False
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = None
+    guided_grammar: str | None = None
+    structured_outputs: dict | None = None
 
     def __post_init__(self):
+        refuse_constraint([f for f in CONSTRAINT_FIELDS if getattr(self, f) not in (None, False)])
         if not isinstance(self.num_beams, int) or self.num_beams < 1:
             raise LmlabError(f"num_beams must be >= 1, got {self.num_beams!r}")
         if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
@@ -63,6 +76,17 @@ class BeamParams:
         self.stop_token_ids = list(dict.fromkeys(self.stop_token_ids))
 
 
+CONSTRAINT_FIELDS = ("guided_json", "guided_json_object", "guided_regex", "guided_choice", "guided_grammar",
+                     "structured_outputs")
+
+
+def refuse_constraint(given: list[str], where: str = "beam search") -> None:
+    """LmlabError naming the constraint(s) `given` to beam search; nothing when none is."""
+    if given:
+        raise LmlabError(f"{where} does not support output constraints (got {', '.join(given)}): it has no "
+                         "grammar mask; use greedy decoding (temperature 0) or sampling with the constraint instead")
+
+
 @dataclass
 class Beam:
     token_ids: list[int]  # generated ids, the final EOS excluded
@@ -74,6 +98,10 @@ class Beam:
 @torch.inference_mode()
 def beam_search(model, prompt_ids: list[int], params: BeamParams) -> list[Beam]:
     """The `params.n` best hypotheses continuing `prompt_ids`, best first."""
+    if not isinstance(params, BeamParams):  # e.g. a SamplingParams, perhaps with a constraint
+        grammar = getattr(params, "grammar", None)
+        refuse_constraint([f"{type(params).__name__} with guided_{grammar.kind}"] if grammar is not None else [])
+        raise LmlabError(f"beam_search takes BeamParams, got {type(params).__name__}")
     W, lp, stopping = params.num_beams, params.length_penalty, params.early_stopping
     ctx = model.config.max_seq_len
     if not prompt_ids:

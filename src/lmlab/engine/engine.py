@@ -55,6 +55,9 @@ class Delta:
     text: str
     logprobs: dict[int, float] | None
     finish_reason: str | None
+    # on the last Delta of a row (finish_reason set): its constrained output was cut off (length,
+    # a stop string) before its grammar was complete, as Completion.incomplete says
+    incomplete: bool = False
 
 
 class _Sequence:
@@ -513,7 +516,7 @@ class Engine:
         if seq.constraint is not None and reason in ("stop", "length"):
             seq.out.incomplete = not seq.constraint.is_complete()
         if seq.request.on_delta is not None:
-            seq.request.on_delta(Delta(seq.request.id, seq.index, token, text, top, reason))
+            seq.request.on_delta(Delta(seq.request.id, seq.index, token, text, top, reason, seq.out.incomplete))
 
     def _reap_aborted(self) -> None:
         for req in list(self.waiting):

@@ -71,6 +71,7 @@ class _Sampling(_Base):
     guided_grammar: Optional[str] = None
     structured_outputs: Optional[dict[str, Any]] = None
     guided_whitespace_pattern: Optional[str] = None
+    use_beam_search: bool = False  # vLLM's extra-body flag: refused (sampling_params), never ignored
 
 
 class ChatMessage(_Base):
@@ -271,6 +272,16 @@ def sampling_params(body: _Sampling, *, max_tokens: int, logprobs: int | None, v
             raise ApiError(400, f"{given[0]} cannot be combined with tool calls (tools with tool_choice other "
                                 f"than 'none')", param=given[0])
         given = ("tools", {"guided_grammar": tool_grammar})
+    if body.use_beam_search:
+        if given is not None:
+            from lmlab.engine.beam import refuse_constraint
+            try:
+                refuse_constraint([given[0]], where="beam search (use_beam_search)")
+            except LmlabError as e:
+                raise ApiError(400, str(e), param="use_beam_search", code="unsupported") from None
+        raise ApiError(400, "use_beam_search is not supported by this server (its engine batches greedy and "
+                            "sampled rows); use n / best_of, or lmlab.engine.beam.beam_search from Python",
+                       param="use_beam_search", code="unsupported")
     if given is None:
         return params
     field, extra = given
@@ -284,6 +295,16 @@ def sampling_params(body: _Sampling, *, max_tokens: int, logprobs: int | None, v
 
 def finish_reason(r: str | None) -> str | None:
     return None if r is None else ("stop" if r == "abort" else r)
+
+
+def cut(choice: dict, incomplete: bool) -> dict:
+    """A choice (answered whole, or the last streamed chunk of one, the chunk with its
+    finish_reason) whose constrained output was cut off before its grammar was complete gets
+    `"incomplete": true` beside finish_reason ("length", or "stop" for a stop string): an added
+    key, so OpenAI's own fields keep their meaning."""
+    if incomplete:
+        choice["incomplete"] = True
+    return choice
 
 
 def usage(prompt: int, completion: int) -> dict:

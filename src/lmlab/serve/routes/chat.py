@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 
 from lmlab.apps import tools
 from lmlab.errors import LmlabError
-from lmlab.serve.protocol import ApiError, ChatRequest, chat_messages, finish_reason, sampling_params, usage
+from lmlab.serve.protocol import ApiError, ChatRequest, chat_messages, cut, finish_reason, sampling_params, usage
 from lmlab.serve.streaming import sse, stream
 
 router = APIRouter()
@@ -51,8 +51,8 @@ async def chat(request: Request):
                 lp = {"content": [logprobs_entry(server, d.token_id, d.logprobs, k)]}
             reason = finish_reason(d.finish_reason)
             if not calling:
-                return {"index": d.index, "delta": {"content": d.text} if d.text or d.finish_reason is None else {},
-                        "logprobs": lp, "finish_reason": reason}
+                return cut({"index": d.index, "delta": {"content": d.text} if d.text or d.finish_reason is None else {},
+                            "logprobs": lp, "finish_reason": reason}, d.incomplete)
             reader = readers[d.index]
             deltas = tool_deltas(reader.feed(d.text) + (reader.flush() if d.finish_reason is not None else []))
             if reason == "stop" and reader.calls:
@@ -65,6 +65,7 @@ async def chat(request: Request):
             if chunks:
                 chunks[0]["logprobs"] = lp
                 chunks[-1]["finish_reason"] = reason
+                cut(chunks[-1], d.incomplete)
             return chunks
 
         prelude = [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
@@ -139,10 +140,8 @@ def choice(server, body: ChatRequest, c, k: int, functions: list[dict] | None = 
         if calls:
             message = {"role": "assistant", "content": content, "tool_calls": [t.to_openai() for t in calls]}
             reason = "tool_calls" if reason == "stop" else reason
-    out = {"index": c.index, "message": message, "logprobs": lp, "finish_reason": reason}
-    if getattr(c, "incomplete", False):  # cut off before its constraint was satisfied
-        out["incomplete"] = True
-    return out
+    return cut({"index": c.index, "message": message, "logprobs": lp, "finish_reason": reason},
+               getattr(c, "incomplete", False))
 
 
 def logprobs_entry(server, token_id: int, lp: dict[int, float], k: int) -> dict:

@@ -7,7 +7,7 @@ import uuid
 
 from fastapi import APIRouter, Request
 
-from lmlab.serve.protocol import ApiError, CompletionRequest, finish_reason, sampling_params, usage
+from lmlab.serve.protocol import ApiError, CompletionRequest, cut, finish_reason, sampling_params, usage
 from lmlab.serve.streaming import sse, stream
 
 router = APIRouter()
@@ -43,7 +43,8 @@ async def completions(request: Request):
             if k is not None and d.logprobs is not None and d.token_id is not None:
                 lp = legacy_logprobs(server, [d.token_id], [d.logprobs], offsets.get(idx, 0))
             offsets[idx] = offsets.get(idx, 0) + len(d.text)
-            return {"index": idx, "text": d.text, "logprobs": lp, "finish_reason": finish_reason(d.finish_reason)}
+            return cut({"index": idx, "text": d.text, "logprobs": lp, "finish_reason": finish_reason(d.finish_reason)},
+                       d.incomplete)
 
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return sse(stream(server, jobs, head, render, n_prompt=n_prompt, include_usage=include_usage))
@@ -64,10 +65,8 @@ async def completions(request: Request):
                 if body.echo:
                     all_ids, all_lps = ids + all_ids, list(out.prompt_logprobs or [None] * len(ids)) + all_lps
                 lp = legacy_logprobs(server, all_ids, all_lps, 0)
-            choices.append({"index": pi * body.n + c.index, "text": prompt_text + text, "logprobs": lp,
-                            "finish_reason": reason})
-            if getattr(c, "incomplete", False) and mt:  # cut off before its constraint was satisfied
-                choices[-1]["incomplete"] = True
+            choices.append(cut({"index": pi * body.n + c.index, "text": prompt_text + text, "logprobs": lp,
+                                "finish_reason": reason}, bool(mt) and getattr(c, "incomplete", False)))
     return {"id": cid, "object": "text_completion", "created": created, "model": server.cfg.model_name,
             "choices": choices, "usage": usage(n_prompt, n_out)}
 
