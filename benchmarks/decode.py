@@ -48,7 +48,7 @@ import subprocess
 import sys
 import time
 
-FORMATS = ("fp32", "bf16", "int8", "w8a8", "int4")
+FORMATS = ("auto", "fp32", "bf16", "int8", "w8a8", "int4")  # auto: the default path (no format flags)
 STREAMS = (1, 8, 32)
 PROMPT_TOKENS = 40
 LONG_PROMPT_TOKENS = 1000
@@ -103,19 +103,24 @@ def run_lmlab(weights: str, what: str, new_tokens: int, compile: bool = False) -
     import lmlab
     from lmlab.engine.bench import bench_decode
 
-    lm = lmlab.load("smollm2", weights=weights, compile=compile)
+    if weights == "auto":  # what `lmlab.load()` / the CLI do with no flags, for this workload
+        workload = "one-stream" if what in ("1", "ppl") or what.startswith("ttft") else "many-streams"
+        lm = lmlab.load("smollm2", workload=workload)
+    else:
+        lm = lmlab.load("smollm2", weights=weights, compile=compile)
+    resolved = {"resolved": f"{lm.weights}{' compiled' if lm.compile else ''}"}
     if what == "ppl":
-        return {"perplexity": perplexity(lm), "peak_rss_mb": _rss_mb()}
+        return {"perplexity": perplexity(lm), "peak_rss_mb": _rss_mb(), **resolved}
     if what.startswith("ttft"):
         r = bench_decode(lm, streams=1, prompt_tokens=int(what[4:]), new_tokens=1)
-        return {"ttft_s": r["ttft_s"], "peak_rss_mb": r["peak_rss_mb"], "prompt_tokens": r["prompt_tokens"]}
+        return {"ttft_s": r["ttft_s"], "peak_rss_mb": r["peak_rss_mb"], "prompt_tokens": r["prompt_tokens"], **resolved}
     distinct = what.endswith("d")  # "32d": 32 streams, each on its own prompt
     runs = [bench_decode(lm, streams=int(what.rstrip("d")), prompt_tokens=PROMPT_TOKENS, new_tokens=new_tokens,
                          warmup=i == 0, distinct=distinct) for i in range(REPEATS)]  # the first run's warm-up compiles; later runs reuse it
     r = median_run(runs, "decode_tok_s")
     r["warmup_s"] = runs[0]["warmup_s"] if len(runs) == 1 else max(x["warmup_s"] for x in runs)
-    return {k: r[k] for k in ("tok_s", "decode_tok_s", "decode_tok_s_runs", "ttft_s", "peak_rss_mb", "seconds",
-                              "warmup_s")}
+    return {**{k: r[k] for k in ("tok_s", "decode_tok_s", "decode_tok_s_runs", "ttft_s", "peak_rss_mb", "seconds",
+                                 "warmup_s")}, **resolved}
 
 
 def perplexity(lm) -> dict:
@@ -311,13 +316,13 @@ def memory_bounds(results: dict[str, dict], folder, gguf, bandwidth: float) -> l
 
 
 def plan(quick: bool, peers: dict[str, bool], formats=None, streams=None, compile: bool = True) -> list[str]:
-    formats = formats or (("fp32", "int8") if quick else FORMATS)
+    formats = formats or (("auto", "fp32", "int8") if quick else FORMATS)
     streams = streams or ((1, 8) if quick else STREAMS)
     specs = [f"lmlab:{w}:{s}" for w in formats for s in streams]
-    if compile:
-        specs += [f"lmlab+compile:{w}:{s}" for w in formats for s in sorted({1, streams[-1]})]
+    if compile:  # auto decides compiling for itself
+        specs += [f"lmlab+compile:{w}:{s}" for w in formats if w != "auto" for s in sorted({1, streams[-1]})]
     if streams[-1] > 1:  # the engine prefills identical prompts once: also time distinct ones
-        specs += [f"lmlab{'+compile' if compile else ''}:{w}:{streams[-1]}d" for w in formats]
+        specs += [f"lmlab{'+compile' if compile and w != 'auto' else ''}:{w}:{streams[-1]}d" for w in formats]
     if peers["transformers"]:
         specs += [f"transformers:fp32:{s}" for s in streams]
     if peers["llama.cpp"]:
@@ -351,6 +356,9 @@ def ratios(results: dict[str, dict], streams_max: int) -> list[dict]:
     llama_e2e = val(f"llama.cpp:{GGUF_WEIGHTS}:1", "tok_s_end_to_end")
     llama_ttft = val(f"llama.cpp:{GGUF_WEIGHTS}:ttft{LONG_PROMPT_TOKENS}", "ttft_s")
     hf = val("transformers:fp32:1", "tok_s")
+    auto_one, auto_many = val("lmlab:auto:1", "decode_tok_s"), val(f"lmlab:auto:{streams_max}", "decode_tok_s")
+    auto_one_fmt = val("lmlab:auto:1", "resolved")
+    auto_many_fmt = val(f"lmlab:auto:{streams_max}", "resolved")
 
     def row(what, num, den, goal, ok, detail):
         r = num / den if num is not None and den else None
@@ -358,6 +366,10 @@ def ratios(results: dict[str, dict], streams_max: int) -> list[dict]:
                 "met": ("yes" if ok(r) else "no") if r is not None else "n/a", "lmlab weights": detail or ""}
 
     return [
+        row("default path (no flags), 1 stream, decode phase: lmlab / llama.cpp (tok/s)", auto_one, llama,
+            ">= 1.2", lambda r: r >= 1.2, auto_one_fmt),
+        row(f"default path (no flags), {streams_max} streams, decode phase: lmlab / llama.cpp 1 stream (tok/s)",
+            auto_many, llama, ">= 3", lambda r: r >= 3, auto_many_fmt),
         row("1 stream, decode phase: lmlab best / llama.cpp (tok/s)", one_decode, llama, ">= 1.0",
             lambda r: r >= 1.0, one_decode_fmt),
         row("1 stream, prefill included: lmlab best / llama.cpp (tok/s)", one_best, llama_e2e, ">= 1.0",
@@ -449,7 +461,8 @@ def main() -> None:
         if what == "ppl":
             continue
         ttft_only = what.startswith("ttft")
-        rows.append({"system": system, "weights": weights,
+        rows.append({"system": system, "weights": f"auto = {r['resolved']}" if weights == "auto" and r.get("resolved")
+                     else weights,
                      "streams": f"1 ({what[4:]}-tok prompt)" if ttft_only
                      else f"{what[:-1]} (distinct prompts)" if what.endswith("d") else what,
                      "tok/s": "-" if ttft_only else (r.get("tok_s_end_to_end" if system == "llama.cpp" else "tok_s")

@@ -78,7 +78,9 @@ def add_flags(parser, cls, *, skip: tuple[str, ...] = ()) -> None:
         names = [meta.get("flag") or "--" + f.name.replace("_", "-")]
         kw: dict = {"dest": f.name, "default": argparse.SUPPRESS}
         help_ = meta.get("help") or ""
-        if tp is bool:
+        if tp is bool and default is None:  # unset means "decide for me": --x and --no-x both exist
+            kw.update(action=argparse.BooleanOptionalAction)
+        elif tp is bool:
             if default is True and not meta.get("flag"):
                 names = ["--no-" + f.name.replace("_", "-")]
             kw.update(action="store_const", const=not default)

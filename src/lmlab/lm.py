@@ -46,23 +46,30 @@ class LM:
         return Engine(self.model, self.tokenizer, self.stop_token_ids, compile=self.compile, **extra, **kw)
 
     @classmethod
-    def load(cls, spec: str | None = None, weights: str = "fp32", device: str = "cpu",
-             compile: bool = False) -> "LM":
-        """weights: fp32 | bf16 | int8 | w8a8 | int4 (see lmlab.model.quant); compile: torch.compile the
-        decode step (faster tokens after a one-off compilation of a minute or two)."""
-        from lmlab.cpu import optimize
+    def load(cls, spec: str | None = None, weights: str = "auto", device: str = "cpu",
+             compile: bool | None = None, workload: str = "one-stream") -> "LM":
+        """weights: auto | fp32 | bf16 | int8 | w8a8 | int4 (see lmlab.model.quant); compile: torch.compile
+        the decode step (faster tokens after a one-off compilation, cached on disk). "auto" and None
+        take what lmlab.cpu.choice measured fastest on this CPU for `workload` (one-stream,
+        many-streams or scoring)."""
+        from lmlab.cpu import choose, optimize
         from lmlab.model.quant import check_format
-
-        check_format(weights, device)
         from lmlab.model.peft import apply_trained, base_of
 
         base = base_of(spec)  # a trained adapter folder: its base model, then the adapter on top
+        if base and weights == "auto":
+            weights = "fp32"  # adapters were trained on the fp32 base
+        choice = choose(workload, device, weights, compile)
+        weights, compile = choice.weights, choice.compile
+        check_format(weights, device)
         folder = resolve(base or spec)
         model = load_model(folder, weights=weights).to(device)
         if base:
             apply_trained(model, spec)
         speedups = optimize(model, device, "decode", weights=weights, compile=compile, pack=not base)
-        return cls(model, Tokenizer.from_folder(folder), folder, compile, speedups)
+        lm = cls(model, Tokenizer.from_folder(folder), folder, compile, speedups)
+        lm.weights = weights
+        return lm
 
     def _stop_ids(self) -> list[int]:
         """EOS ids from the model config, generation_config.json and the tokenizer, merged."""
@@ -120,6 +127,7 @@ class LM:
                           len(best.token_ids), seconds)
 
 
-def load(spec: str | None = None, weights: str = "fp32", device: str = "cpu", compile: bool = False) -> LM:
+def load(spec: str | None = None, weights: str = "auto", device: str = "cpu", compile: bool | None = None,
+         workload: str = "one-stream") -> LM:
     """Load a model by bundled name, HF folder, .gguf file or hub id (default: bundled SmolLM2)."""
-    return LM.load(spec, weights, device, compile)
+    return LM.load(spec, weights, device, compile, workload)

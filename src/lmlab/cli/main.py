@@ -26,11 +26,14 @@ def _sampling_args(p: argparse.ArgumentParser, temperature: float = 0.7) -> None
 
 
 def _engine_args(p: argparse.ArgumentParser) -> None:
-    from lmlab.model.formats import DEFAULT, FORMATS
+    from lmlab.model.formats import CHOICES, DEFAULT
 
-    p.add_argument("--weights", default=DEFAULT, choices=FORMATS, help=f"inference weight format (default {DEFAULT})")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the decode step: faster, after a one-off compilation")
+    p.add_argument("--weights", default=DEFAULT, choices=CHOICES,
+                   help=f"inference weight format (default {DEFAULT}: the fastest measured on this CPU kind; "
+                        "`lmlab models info` says which)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the decode step: faster, after a one-off compilation cached on disk "
+                        "(default: as measured fastest on this CPU kind)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,7 +192,7 @@ def cmd_decode(args) -> int:
     from lmlab.report import decoding
     from lmlab.report.table import print_table
 
-    lm = load(args.model, args.weights, compile=args.compile)
+    lm = load(args.model, args.weights, compile=args.compile, workload="scoring")  # exact distributions
     if args.compare:
         print_table(decoding.compare(lm, args.prompt, args.max_new_tokens, args.seed, raw=args.raw),
                     title=f"decoding {args.prompt!r}")
@@ -209,12 +212,14 @@ def cmd_bench_decode(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    lm = load(args.model, args.weights, compile=args.compile)
+    lm = load(args.model, args.weights, compile=args.compile,
+              workload="one-stream" if args.streams == 1 else "many-streams")
     r = bench_decode(lm, args.streams, args.prompt_tokens, args.new_tokens, distinct=args.distinct_prompts)
     if args.json:
-        print(json.dumps({k: r[k] for k in ("streams", "tok_s", "ttft_s", "peak_rss_mb")}))
+        print(json.dumps({"weights": lm.weights, "compile": lm.compile,
+                          **{k: r[k] for k in ("streams", "tok_s", "ttft_s", "peak_rss_mb")}}))
     else:
-        print_kv({"weights": args.weights, **r}, title="decode benchmark")
+        print_kv({"weights": lm.weights, "compile": lm.compile, **r}, title="decode benchmark")
     return 0
 
 

@@ -17,7 +17,7 @@ def register(sub, common) -> None:
                                    "a .txt file (one text) or a .jsonl file ({'text': ...} per line).")
     d.add_argument("inputs", nargs="*", metavar="TEXT|FILE")
     d.add_argument("--model", "-m", default=None, help="scoring model (default: bundled smollm2)")
-    d.add_argument("--weights", default="fp32", help="inference weight format")
+    d.add_argument("--weights", default="auto", help="inference weight format (auto: fp32 for scoring)")
     d.add_argument("--method", default="fast-detectgpt", choices=["fast-detectgpt", "likelihood", "logrank"])
     d.add_argument("--threshold", type=float, default=None,
                    help="score above which a text is machine-generated (default: the method's, or --thresholds)")
@@ -85,7 +85,7 @@ def cmd_detect(args) -> int:
                                     tok.bos_token_id).to_dict() for t in texts]
         _show(results, args.json, "watermark")
         return 0
-    lm = load(args.model, args.weights)
+    lm = load(args.model, args.weights, workload="scoring")  # detection reads log-probabilities
     if args.calibrate:
         summary = detect.calibrate(lm, args.calibrate, progress=True)
         print_table([{"method": m, **{k: round(v, 4) for k, v in s.items()}} for m, s in summary.items()],

@@ -22,6 +22,8 @@ import torch
 
 PURPOSES = ("decode", "train")
 
+from lmlab.cpu.choice import WORKLOADS, Choice, choose  # noqa: E402  (the format/compile defaults)
+
 
 @dataclass
 class Speedups:
@@ -72,7 +74,8 @@ def optimize(model: torch.nn.Module, device: str | torch.device = "cpu", purpose
         out.greedy_pick = kernels.greedy_pick
         out.applied += ["decode-attention", "greedy-pick"]
     if compile:
-        from lmlab.cpu.compile import DECODE_OPTIONS
+        from lmlab.cpu.compile import DECODE_OPTIONS, keep_cache_on_disk
 
+        keep_cache_on_disk()
         out.compile_options = dict(DECODE_OPTIONS)
     return out

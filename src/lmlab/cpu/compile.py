@@ -9,3 +9,13 @@ compilation.
 """
 
 DECODE_OPTIONS = {"realize_cpu_opcount_threshold": 2, "cpp_wrapper": True}
+
+
+def keep_cache_on_disk() -> None:
+    """Inductor's compiled code goes under lmlab's cache folder (unless TORCHINDUCTOR_CACHE_DIR is
+    set), so a later process reuses it instead of compiling again, and it outlives /tmp."""
+    import os
+
+    from lmlab.model.io.resolve import lmlab_home
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(lmlab_home() / "inductor"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -29,6 +30,7 @@ def available() -> bool:
         # one build per instruction set: a cache shared by different CPUs must not hand an AVX-512
         # build to an AVX2 one
         name = f"lmlab_cpu_kernels_{torch.backends.cpu.get_cpu_capability().lower()}"
+        _clear_stale_lock(name)
         if not _built(name):  # the one silent wait a fresh machine has: say so before it starts
             print("lmlab: building the CPU kernels once for this machine (about 20 s; cached after)",
                   file=sys.stderr, flush=True)
@@ -43,6 +45,21 @@ def available() -> bool:
     torch.library.register_fake("lmlab_cpu::greedy_pick")(
         lambda x: (x.new_empty(x.shape[0], dtype=torch.long), x.new_empty(x.shape[0])))
     return True
+
+
+def _clear_stale_lock(name: str, max_age_s: float = 600) -> None:
+    """torch's builder waits for ever on the lock file of a build that was killed; no build takes
+    minutes, so an old lock is one that nobody holds."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    lock = Path(_get_build_directory(name, verbose=False)) / "lock"
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except OSError:
+        return
+    if age > max_age_s:
+        warnings.warn(f"removing a stale build lock left by a killed build ({lock}, {age:.0f} s old)", stacklevel=3)
+        lock.unlink(missing_ok=True)
 
 
 def _built(name: str) -> bool:

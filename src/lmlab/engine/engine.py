@@ -10,6 +10,7 @@ and their slot is reused, so a server can add and cancel requests at any time.
 from __future__ import annotations
 
 import itertools
+import sys
 import warnings
 from collections import deque
 from dataclasses import dataclass, field
@@ -131,6 +132,7 @@ class Engine:
         options = {"size_asserts": False, "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe,
                    **(compile_options or {})}
         self.decode_forward = torch.compile(model, dynamic=True, options=options) if compile else model
+        self._announced = False
         self.config = model.config
         self.eos = set(eos_token_ids or [])
         self.max_batch = max_batch
@@ -398,6 +400,10 @@ class Engine:
         tokens = torch.tensor([[s.last_token] for s in seqs], device=self.device)
         c = self.config
         self.cache.begin_decode({c.sliding_window if c.windowed(i) else None for i in range(c.n_layers)})
+        if self.decode_forward is not self.model and not self._announced:
+            self._announced = True  # the first compiled step is the one silent wait: say so
+            print("lmlab: compiling the decode step (a minute or two the first time on this machine, "
+                  "seconds once cached on disk)", file=sys.stderr, flush=True)
         try:
             logits = self.decode_forward(tokens, self.cache.pos[:, None], cache=self.cache)
         except Exception as e:  # torch.compile needs a C++ toolchain; without one, run eagerly

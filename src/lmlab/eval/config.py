@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 from lmlab.config import option
-from lmlab.model.formats import FORMATS as WEIGHT_FORMATS
+from lmlab.model.formats import CHOICES as WEIGHT_FORMATS
 
 
 @dataclass
 class EvalConfig:
     model: Optional[str] = option(None, "bundled name (default smollm2), HF folder, .gguf file or hub id org/name",
                                   short="-m")
-    weights: str = option("fp32", "inference weight format (fp32 for numbers comparable with lm-eval)",
+    weights: str = option("auto", "inference weight format (auto is fp32 here: numbers comparable with lm-eval)",
                           choices=WEIGHT_FORMATS)
     tasks: list[str] = option(help="built-in task name or task YAML file (repeatable)", flag="--task", short="-t",
                               append=True, factory=list)

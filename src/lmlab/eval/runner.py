@@ -84,7 +84,7 @@ def run(config: EvalConfig, lm=None) -> dict:
         def lm():
             from lmlab.lm import load
 
-            return load(config.model, config.weights)
+            return load(config.model, config.weights, workload="scoring")
     report = evaluate(
         lm, list(config.tasks), data=config.data, split=config.split, limit=config.limit, fewshot=config.fewshot,
         seed=config.seed, chat_template=config.chat_template, cot=config.cot, zero_shot_cot=config.zero_shot_cot,

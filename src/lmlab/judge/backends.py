@@ -336,4 +336,4 @@ def backend_from(model: str | None = None, url: str | None = None, api_key_env: 
         return LocalBackend(model, cache=cache, **kw)
     from lmlab.lm import load
 
-    return LocalBackend(load(model), cache=cache, **kw)
+    return LocalBackend(load(model, workload="many-streams"), cache=cache, **kw)

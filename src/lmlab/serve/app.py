@@ -118,7 +118,7 @@ def load_runner(cfg: ServeConfig):
         from lmlab.lm import load
         from lmlab.serve.runner import EngineRunner
 
-        return EngineRunner(load(cfg.model, cfg.weights, compile=cfg.compile), cfg.max_concurrency,
+        return EngineRunner(load(cfg.model, cfg.weights, compile=cfg.compile, workload="many-streams"), cfg.max_concurrency,
                             max_cache_tokens=cfg.max_cache_tokens, prefill_chunk=cfg.prefill_chunk)
     raise LmlabError(f"unknown engine {cfg.engine!r}; choose lmlab or vllm")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from lmlab.config import option
-from lmlab.model.formats import DEFAULT as DEFAULT_WEIGHTS, FORMATS as WEIGHT_FORMATS
+from lmlab.model.formats import CHOICES as WEIGHT_FORMATS, DEFAULT as DEFAULT_WEIGHTS
 
 # Sequences decoded together by default: the engine's batch, and the n/best_of ceiling.
 DEFAULT_MAX_CONCURRENCY = 32
@@ -23,8 +23,10 @@ class ServeConfig:
     # the model and its engine
     model: Optional[str] = option(None, "bundled name (default smollm2), HF folder, .gguf file or hub id org/name",
                                   short="-m")
-    weights: str = option(DEFAULT_WEIGHTS, "inference weight format", choices=WEIGHT_FORMATS)
-    compile: bool = option(False, "torch.compile the decode step: faster, after a one-off compilation")
+    weights: str = option(DEFAULT_WEIGHTS, "inference weight format (auto: the fastest measured on this CPU kind "
+                                            "for many streams)", choices=WEIGHT_FORMATS)
+    compile: Optional[bool] = option(None, "torch.compile the decode step: faster, after a one-off compilation "
+                                           "(default: as measured fastest on this CPU kind)")
     engine: Literal["lmlab", "vllm"] = option(
         "lmlab", "lmlab, or vllm (vLLM's engine on a CUDA GPU: pip install vllm)")
     served_model_name: Optional[str] = option(None, "the model id clients send (default: smollm2 or the --model name)")

@@ -20,7 +20,7 @@ from lmlab.serve.protocol import ApiError
 
 log = logging.getLogger("lmlab.serve")
 
-DTYPES = {"fp32": "float32", "bf16": "bfloat16"}  # --weights -> vLLM's dtype
+DTYPES = {"auto": "auto", "fp32": "float32", "bf16": "bfloat16"}  # --weights -> vLLM's dtype (auto: the checkpoint's)
 
 
 def import_vllm():

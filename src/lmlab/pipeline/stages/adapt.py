@@ -29,8 +29,8 @@ def run(cfg, ctx, folder: Path) -> dict:
            "curve": curve(tc.output),
            "domain_ppl_before": result["init_eval_ppl"], "domain_ppl_after": result.get("eval_ppl")}
     if cfg.general and ctx.dist.main:
-        before = perplexity(load(start_model), cfg.general, cfg.general_limit, folder / "general-before")
-        after = perplexity(load(out["model"]), cfg.general, cfg.general_limit, folder / "general-after")
+        before = perplexity(load(start_model, workload="scoring"), cfg.general, cfg.general_limit, folder / "general-before")
+        after = perplexity(load(out["model"], workload="scoring"), cfg.general, cfg.general_limit, folder / "general-after")
         out.update(general_ppl_before=before, general_ppl_after=after,
                    general_ppl_change=after["value"] / before["value"] - 1)
     out["domain_ppl_change"] = (out["domain_ppl_after"] / out["domain_ppl_before"] - 1

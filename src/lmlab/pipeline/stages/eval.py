@@ -103,7 +103,7 @@ def score_model(cfg, ctx, spec: str, work: Path) -> dict:
     from lmlab.eval.runner import evaluate
     from lmlab.lm import load
 
-    lm = load(spec)
+    lm = load(spec, workload="scoring")  # every stage in the same exact format
     m = {}
     if cfg.hellaswag:
         r = evaluate(lm, "hellaswag", data=cfg.hellaswag_data, limit=cfg.hellaswag, seed=ctx.recipe.seed,

@@ -22,7 +22,7 @@ def run(cfg, ctx, folder: Path) -> dict:
     source = resolve(final)
     out = {"model": str(source), "quantised": {}}
     if cfg.perplexity:
-        ref = perplexity(load(final), cfg.perplexity, cfg.perplexity_limit, folder / "ppl-fp32")
+        ref = perplexity(load(final, "fp32"), cfg.perplexity, cfg.perplexity_limit, folder / "ppl-fp32")
         out["quantised"]["fp32"] = {"perplexity": ref, "cost": 0.0}
         for fmt in cfg.quantise:
             try:
