@@ -33,7 +33,7 @@ def bundled_folder(lmlab_home):
 @pytest.fixture(scope="session")
 def bundled_lm(bundled_folder):
     from lmlab.lm import LM
-    return LM.load(str(bundled_folder))
+    return LM.load(str(bundled_folder), "fp32")  # the reference format: parity tests compare its numbers
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def tiny_lm(tiny_folder):
     from lmlab.lm import LM
-    return LM.load(str(tiny_folder))
+    return LM.load(str(tiny_folder), "fp32")
 
 
 def test_wilson_interval_matches_the_textbook_values():

@@ -130,7 +130,7 @@ def test_saved_adapter_reloads_to_the_same_logits(trained, method):
     if method == "lora":  # export merges LoRA into final/; the adapter folder is beside it
         folder = folder.parent / "adapter"
     assert (folder / "adapter_config.json").is_file()
-    reloaded = lmlab.load(str(folder)).model
+    reloaded = lmlab.load(str(folder), "fp32").model
     with torch.no_grad():
         torch.testing.assert_close(reloaded(ids), before, atol=1e-5, rtol=1e-5)
 
@@ -141,7 +141,7 @@ def test_engine_generates_what_the_forward_pass_predicts(trained, method):
     over full forward passes without any cache."""
     model, _, cfg, *_ = trained(method)
     folder = export(model, cfg.model, cfg)
-    lm = lmlab.load(str(folder))
+    lm = lmlab.load(str(folder), "fp32")
     prompt = lm.tokenizer.encode("w3 w4 w5")
     out = lm.engine.complete(prompt, lmlab.engine.params.SamplingParams(max_tokens=6, temperature=0, ignore_eos=True))
     ids = list(prompt)

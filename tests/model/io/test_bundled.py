@@ -85,7 +85,7 @@ def test_fp32_through_either_gemm_matches_transformers(bundled_folder, reference
     from lmlab.lm import LM
 
     monkeypatch.setattr(features, "onednn_preferred", lambda: packed)
-    lm = LM.load(str(bundled_folder))
+    lm = LM.load(str(bundled_folder), "fp32")
     kinds = {type(m).__name__ for m in lm.model.modules() if hasattr(m, "out_features")}
     assert kinds == ({"PackedLinear"} if packed else {"Linear"})
     ids = lm.prompt_ids(PROMPTS[2])
