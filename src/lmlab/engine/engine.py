@@ -199,16 +199,18 @@ class Engine:
         """Admit what fits, decode one token for every running sequence; return finished requests."""
         self._reap_aborted()
         self._compact()  # aborted sequences leave before anything else runs
-        # While a long prompt is being prefilled nothing else is admitted (order is kept, and the
-        # slots it will take stay free); the running sequences still decode every step.
-        while (self.prefilling is None and self.waiting
-               and len(self.running) + self.waiting[0].params.samples <= self.max_batch
-               and self._fits([self.waiting[0]])):
+        # One long prompt at a time is prefilled in chunks. Short prompts behind it are still
+        # admitted while it runs (its slots and cache stay reserved for it), so one long prompt
+        # does not hold back the first token of every short request; a long prompt waiting
+        # behind it waits, and so does everything behind that one (order among them is kept).
+        while self.waiting and self._room([self.waiting[0]]):
             if len(self.waiting[0].prompt) > self.prefill_chunk:
+                if self.prefilling is not None:
+                    break
                 if self.max_cache_tokens is not None:  # its own cache comes beside the slot cache's
                     self.cache.resize(max(len(self.running), 1), self._running_tokens())
                 self.prefilling = _Chunked(self.waiting.popleft(), self)
-                break
+                continue
             self._prefill(self._admit())
             self._compact()  # a sample may have stopped on its first token
         if self.prefilling is not None:
@@ -258,16 +260,16 @@ class Engine:
     def _admit(self) -> list[_Request]:
         """The waiting requests that fit in the batch, in order, while the padded prefill stays
         within `prefill_tokens` (the first one always goes)."""
-        group, slots, longest = [], len(self.running), 0
+        group, longest = [], 0
         while self.waiting:
             req = self.waiting[0]
             n = max(longest, len(req.prompt))
-            if slots + req.params.samples > self.max_batch or (group and (len(group) + 1) * n > self.prefill_tokens):
+            if group and (len(group) + 1) * n > self.prefill_tokens:
                 break
-            if group and (len(req.prompt) > self.prefill_chunk or not self._fits(group + [req])):
-                break  # prefilled alone, in chunks; or past the cache ceiling: waits
+            if group and (len(req.prompt) > self.prefill_chunk or not self._room(group + [req])):
+                break  # prefilled alone, in chunks; or past the batch or the cache ceiling: waits
             group.append(self.waiting.popleft())
-            slots, longest = slots + req.params.samples, n
+            longest = n
         return group
 
     def _prefill(self, reqs: list[_Request]) -> None:
@@ -284,7 +286,7 @@ class Engine:
         # A prefix- or prompt-tuned model writes its key/value prefix into the cache first.
         prefix = self.model.prefix.length if getattr(self.model, "prefix", None) is not None else 0
         total = sum(r.params.samples for r in reqs)
-        self.cache.reserve(first + total, self._running_tokens(reqs), self.max_cache_tokens)
+        self.cache.reserve(first + total, self._running_tokens(reqs), self._slot_limit())
         self.cache.active = first + total
         ids = torch.zeros(len(prompts), max(lens), dtype=torch.long)
         for u, p in enumerate(prompts):
@@ -320,7 +322,8 @@ class Engine:
         self.prefilling = None
         first, p = len(self.running), req.params
         n = job.kv.length  # prefix + prompt
-        self.cache.reserve(first + p.samples, self._running_tokens([req]), self.max_cache_tokens)
+        limit = None if self.max_cache_tokens is None else self.max_cache_tokens - job.kv.max_len  # held until copied
+        self.cache.reserve(first + p.samples, self._running_tokens([req]), limit)
         self.cache.active = first + p.samples
         for t, src in zip(self.cache.k + self.cache.v, job.kv.k + job.kv.v):
             t[first, :, :n] = src[0, :, :n]
@@ -346,13 +349,24 @@ class Engine:
         return max([self._tokens(s.request.prompt, s.params) for s in self.running]
                    + [self._tokens(r.prompt, r.params) for r in reqs] + [1])
 
-    def _fits(self, reqs: list[_Request]) -> bool:
-        """Whether admitting `reqs` keeps the (rectangular) slot cache within the ceiling."""
+    def _room(self, reqs: list[_Request]) -> bool:
+        """Whether `reqs` can join the running batch now: within `max_batch` and, with a ceiling,
+        the (rectangular) slot cache plus a chunked prompt's own cache within it. The long prompt
+        being prefilled counts as admitted: the slots and tokens it will take stay reserved."""
+        reqs = reqs + ([self.prefilling.request] if self.prefilling is not None else [])
+        slots = len(self.running) + sum(r.params.samples for r in reqs)
+        if slots > self.max_batch:
+            return False
         if self.max_cache_tokens is None:
             return True
-        slots = len(self.running) + sum(r.params.samples for r in reqs)
         extra = max(self._chunk_tokens(r.prompt) for r in reqs)
         return slots * self._running_tokens(reqs) + extra <= self.max_cache_tokens
+
+    def _slot_limit(self) -> int | None:
+        """What the slot cache may hold: the ceiling less a chunked prompt's own cache."""
+        if self.max_cache_tokens is None:
+            return None
+        return self.max_cache_tokens - (self.prefilling.kv.max_len if self.prefilling is not None else 0)
 
     def _release(self) -> None:
         """Shrink the slot cache when it holds far more than the running work can use (a big
