@@ -1,7 +1,7 @@
-"""Admission beside a chunked prefill: short requests start while one long prompt is prefilled
-chunk by chunk (so it does not hold back their first token), the long prompt's slots and cache
-stay reserved for it (batch and `max_cache_tokens`), and every request still gets the tokens it
-gets alone. Tiny random Llama with a character-level tokenizer, as in test_engine.py."""
+"""Admission beside a long prompt: short requests start while one long prompt is prefilled
+chunk by chunk (so it does not hold back their first token); the long prompt then decodes in a
+cache of its own, so the short requests' slots stay short; its batch place and cache count
+against `max_batch` and `max_cache_tokens`; and every request still gets the tokens it gets alone. Tiny random Llama with a character-level tokenizer, as in test_engine.py."""
 
 from __future__ import annotations
 
@@ -63,10 +63,10 @@ def test_the_long_prompts_batch_slot_stays_reserved_while_it_is_prefilled(model,
         assert done[rid].outputs[0].token_ids == _alone(model, tok, prompt, n)
 
 
-def test_the_ceiling_counts_the_long_prompt_being_prefilled(model, tok):
-    # the long prompt: a 45-token chunk cache, then a slot of 45 + 4; the short ones: 4 + 30 each.
-    # 45 + 2 x 49 leaves room for one short request beside it, not two
-    ceiling = 45 + 2 * 49
+def test_a_long_prompt_decodes_in_its_own_cache_and_the_ceiling_counts_it(model, tok):
+    # the long prompt: 45 + 4 positions of its own; a short one: a slot of 4 + 30.
+    # 49 + 34 leaves room for one short request beside it, not two (49 + 2 x 34)
+    ceiling = 100
     engine = Engine(model, tok, prefill_chunk=8, max_cache_tokens=ceiling)
     per_token = engine.cache_bytes // (engine.cache.capacity[0] * engine.cache.capacity[1])
     long = engine.add_request(LONG, SamplingParams(**GREEDY, max_tokens=4))
@@ -77,8 +77,11 @@ def test_the_ceiling_counts_the_long_prompt_being_prefilled(model, tok):
     while engine.has_unfinished():
         done.update({o.request_id: o for o in engine.step()})
         assert engine.cache_bytes <= ceiling * per_token
-        together.append((engine.prefilling is not None, {s.request.id for s in engine.running}))
-    assert (True, {a}) in together  # `a` ran beside the long prompt's prefill ...
-    assert not any(pre and b in ids for pre, ids in together)  # ... `b` only after it
+        # the short requests' slots never take the long prompt's length
+        assert engine.cache.capacity[1] < len(LONG)
+        busy = engine.prefilling is not None or bool(engine.lanes)
+        together.append((busy, {s.request.id for s in engine.running}))
+    assert (True, {a}) in together  # `a` ran beside the long prompt ...
+    assert not any(busy and b in ids for busy, ids in together)  # ... `b` only after it
     for rid, prompt, n in ((long, LONG, 4), (a, SHORT, 30), (b, SHORT[:3], 30)):
         assert done[rid].outputs[0].token_ids == _alone(model, tok, prompt, n)
