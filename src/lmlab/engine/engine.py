@@ -218,7 +218,7 @@ class Engine:
         self._reap_aborted()
         self._compact()  # aborted sequences leave before anything else runs
         # One long prompt at a time is prefilled in chunks. Short prompts behind it are still
-        # admitted while it runs (its slots and cache stay reserved for it), so one long prompt
+        # admitted while it runs (its batch place and cache stay reserved for it), so one long prompt
         # does not hold back the first token of every short request; a long prompt waiting
         # behind it waits, and so does everything behind that one (order among them is kept).
         while self.waiting and self._room([self.waiting[0]]):
@@ -374,9 +374,9 @@ class Engine:
                    + [self._tokens(r.prompt, r.params) for r in reqs] + [1])
 
     def _room(self, reqs: list[_Request]) -> bool:
-        """Whether `reqs` can join the running batch now: within `max_batch` and, with a ceiling,
-        the (rectangular) slot cache plus a chunked prompt's own cache within it. The long prompt
-        being prefilled counts as admitted: the slots and tokens it will take stay reserved."""
+        """Whether `reqs` can start now: every sequence (the slot cache's, the lanes', the long
+        prompt being prefilled) within `max_batch`; and, with a ceiling, the (rectangular) slot
+        cache of the short ones plus the long ones' own caches within it."""
         jobs = self.lanes + ([self.prefilling] if self.prefilling is not None else [])
         short = [r for r in reqs if not self._long(r)]
         slots = len(self.running) + sum(r.params.samples for r in short)
