@@ -11,11 +11,12 @@ per token), and p50/p99 time to first token and inter-token latency.
     .venv/bin/python benchmarks/serve_load.py --clients 8 --duration 10 --servers lmlab
     .venv/bin/python benchmarks/serve_load.py --servers lmlab --hostile --json results/serve_hostile.json
 
---hostile (lmlab only) adds one hostile client beside the normal ones, sending, one after another,
+--hostile (lmlab only) adds a hostile client beside the normal ones, sending back to back
 the sampling values float32 cannot carry (temperature 1e-300 and 1e-45, repetition_penalty
 1e-300 and 1e30, logit_bias 1e39: 400 expected) and extreme ones it can (top_p 1e-45 and 1e-300,
-temperature 100, repetition_penalty 0.01 and 100: 200 expected), and ~8k-token prompts (streamed,
-200 expected; every other one is dropped mid-prefill by disconnecting). The server runs with
+temperature 100, repetition_penalty 0.01 and 100: 200 expected), and, side by side with those,
+~8k-token prompts (streamed, 200 expected; every other one is dropped mid-prefill by disconnecting
+after 1.5 s). The server runs with
 --max-cache-tokens (default 32768 here); its RSS and KV-cache bytes are sampled through the run.
 Reported besides the normal figures: each hostile case's status codes, how many were not the
 expected one, the server's idle and peak RSS against the KV ceiling, and the queue depth once the
@@ -124,48 +125,51 @@ HOSTILE_SAMPLING = [
 
 async def hostile_client(http: httpx.AsyncClient, url: str, model: str, deadline: float, long_tokens: int,
                          out: dict) -> None:
-    """Back to back until the deadline: the sampling cases, then one long prompt (every other one
-    dropped by disconnecting while it is prefilled), again and again."""
+    """Until the deadline, two hostile streams of requests side by side: the sampling cases back to
+    back, and long prompts back to back (every other one dropped while it is prefilled)."""
     import random
-
-    rng, k = random.Random(0), 0
 
     def record(case: str, status, expected) -> None:
         row = out.setdefault(case, {"expected": expected, "statuses": {}})
         row["statuses"][str(status)] = row["statuses"].get(str(status), 0) + 1
 
-    while time.perf_counter() < deadline:
-        for case, values, expected in HOSTILE_SAMPLING:
-            body = {"model": model, "messages": [{"role": "user", "content": "Say something."}], "max_tokens": 8,
-                    **values}
+    async def sampling() -> None:
+        while time.perf_counter() < deadline:
+            for case, values, expected in HOSTILE_SAMPLING:
+                body = {"model": model, "messages": [{"role": "user", "content": "Say something."}],
+                        "max_tokens": 8, **values}
+                try:
+                    status = (await http.post(url + "/v1/chat/completions", json=body)).status_code
+                except httpx.HTTPError as e:
+                    status = type(e).__name__
+                record(case, status, expected)
+                if time.perf_counter() >= deadline:
+                    return
+
+    async def long_prompts() -> None:
+        rng, k = random.Random(0), 0
+        while time.perf_counter() < deadline:
+            # token ids outside the special range, as a client sending ids to /v1/completions would
+            body = {"model": model, "prompt": [rng.randrange(200, 49000) for _ in range(long_tokens)],
+                    "max_tokens": 16, "stream": True}
+            drop, k = k % 2 == 1, k + 1
+            case = f"prompt_{long_tokens}_tokens" + ("_dropped_mid_prefill" if drop else "")
+
+            async def read() -> int:
+                async with http.stream("POST", url + "/v1/completions", json=body) as r:
+                    async for _ in r.aiter_lines():
+                        pass
+                    return r.status_code
+
             try:
-                r = await http.post(url + "/v1/chat/completions", json=body)
-                status = r.status_code
+                status = await asyncio.wait_for(read(), timeout=1.5 if drop else None)
+            except asyncio.TimeoutError:
+                status = "disconnected"
             except httpx.HTTPError as e:
                 status = type(e).__name__
-            record(case, status, expected)
-            if time.perf_counter() >= deadline:
-                return
-        # token ids outside the special range, as a client sending ids to /v1/completions would
-        ids = [rng.randrange(200, 49000) for _ in range(long_tokens)]
-        body = {"model": model, "prompt": ids, "max_tokens": 16, "stream": True}
-        drop = k % 2 == 1
-        k += 1
-        case = f"prompt_{long_tokens}_tokens" + ("_dropped_mid_prefill" if drop else "")
+            record(case, status, "disconnected" if drop else 200)
 
-        async def read() -> int:
-            async with http.stream("POST", url + "/v1/completions", json=body) as r:
-                async for _ in r.aiter_lines():
-                    pass
-                return r.status_code
-
-        try:
-            status = await asyncio.wait_for(read(), timeout=1.5 if drop else None)
-        except asyncio.TimeoutError:
-            status = "disconnected"
-        except httpx.HTTPError as e:
-            status = type(e).__name__
-        record(case, status, "disconnected" if drop else 200)
+    await asyncio.gather(sampling(), long_prompts())
 
 
 async def sample_memory(url: str, pid: int | None, stop: asyncio.Event, out: dict) -> None:
