@@ -205,7 +205,7 @@ def metric_value(text: str, name: str) -> float:
 
 async def load(url: str, model: str, clients: int, duration: float, grace: float, max_tokens: int,
                hostile: dict | None = None) -> dict:
-    """`hostile`: {"pid", "long_tokens"} to add the hostile client and the memory sampler."""
+    """`hostile`: {"pid", "long_tokens", "max_cache_tokens"} to add the hostile client and the memory sampler."""
     stats = {"requests": 0, "failures": 0, "truncated": 0, "tokens": 0, "ttft": [], "itl": [], "errors": [],
              "cut_at_deadline": 0}
     deadline = time.perf_counter() + duration
@@ -221,6 +221,9 @@ async def load(url: str, model: str, clients: int, duration: float, grace: float
         memory, cases, stop = {}, {}, asyncio.Event()
         if hostile is not None:
             memory["rss_idle_mb"] = rss_mb(hostile["pid"]) if hostile["pid"] else None
+            # an idle engine holds one slot of min(256, ceiling) tokens: bytes per cached token, whatever the dtype
+            idle = metric_value((await http.get(url + "/metrics")).text, "lmlab_kv_cache_bytes")
+            memory["kv_bytes_per_token"] = round(idle / min(256, hostile["max_cache_tokens"]))
             sampler = asyncio.create_task(sample_memory(url, hostile["pid"], stop, memory))
         t0 = time.perf_counter()
         tasks = [asyncio.create_task(client(i)) for i in range(clients)]
@@ -340,7 +343,8 @@ def main() -> int:
     results = {}
     for kind in [s.strip() for s in args.servers.split(",") if s.strip()]:
         if args.url:
-            hostile = {"pid": args.pid, "long_tokens": args.long_prompt_tokens} if args.hostile else None
+            hostile = ({"pid": args.pid, "long_tokens": args.long_prompt_tokens, "max_cache_tokens": args.max_cache_tokens}
+                       if args.hostile else None)
             results[kind] = asyncio.run(load(args.url, "smollm2", args.clients, args.duration, args.grace,
                                              args.max_tokens, hostile))
             continue
@@ -353,7 +357,8 @@ def main() -> int:
             continue
         try:
             print(f"[{kind}] {args.clients} clients for {args.duration:.0f} s", file=sys.stderr, flush=True)
-            hostile = {"pid": proc.pid, "long_tokens": args.long_prompt_tokens} if args.hostile else None
+            hostile = ({"pid": proc.pid, "long_tokens": args.long_prompt_tokens, "max_cache_tokens": args.max_cache_tokens}
+                       if args.hostile else None)
             results[kind] = asyncio.run(load(url, model, args.clients, args.duration, args.grace, args.max_tokens,
                                              hostile))
         finally:
@@ -370,10 +375,9 @@ def main() -> int:
         keys += ["hostile_unexpected", "queue_depth_after", "rss_idle_mb", "rss_peak_mb", "kv_cache_peak_mb"]
     names = list(results)
     rows = [{"": k, **{n: results[n].get(k, "") for n in names}} for k in keys if any(k in results[n] for n in names)]
-    if args.hostile and args.max_cache_tokens:
-        per_token = kv_bytes_per_token(args.model)
-        if per_token:
-            rows.append({"": "kv_ceiling_mb", **{n: round(args.max_cache_tokens * per_token / 2**20, 1) for n in names}})
+    if args.hostile:
+        rows.append({"": "kv_ceiling_mb", **{n: round(args.max_cache_tokens * results[n].get("kv_bytes_per_token", 0)
+                                                      / 2**20, 1) for n in names}})
     print_table(rows, title=f"{args.clients} streaming clients, {args.duration:g} s"
                 + (f", a hostile client, --max-cache-tokens {args.max_cache_tokens}" if args.hostile else ""))
     for n in names:
@@ -384,19 +388,6 @@ def main() -> int:
     bad = any(r.get("error") or r.get("failures") or r.get("truncated") or r.get("hostile_unexpected")
               or r.get("queue_depth_after") for r in results.values())
     return 1 if bad else 0
-
-
-def kv_bytes_per_token(model: str | None) -> int | None:
-    """KV-cache bytes one token takes in lmlab's engine (fp32 weights: fp32 cache)."""
-    try:
-        from lmlab.model.config import ModelConfig
-        from lmlab.model.io.resolve import resolve
-
-        folder = resolve(model or "smollm2")
-        c = ModelConfig.from_hf(json.loads((Path(folder) / "config.json").read_text()))
-    except Exception:  # noqa: BLE001 - a GGUF or hub id: the figure is left out
-        return None
-    return 2 * c.n_layers * c.n_kv_heads * c.head_dim * 4
 
 
 if __name__ == "__main__":
