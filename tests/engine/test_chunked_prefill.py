@@ -65,9 +65,10 @@ def test_running_requests_decode_between_the_chunks_of_a_long_prompt(pair, tok):
         done.update({o.request_id: o for o in engine.step()})
         assert len(tokens) == before + 1  # the short request got its token this step
         assert engine.prefilling is not None and engine.prefilling.request.id == long
-        assert [s.request.id for s in engine.running] == [short]  # the later one waits its turn
+        # the later short one does not wait for the long prompt: it ran and finished beside it
+        assert short in [s.request.id for s in engine.running] and not engine.waiting
         seen.append(engine.prefilling.done)
-    assert seen == [8, 16, 24, 32, 40]
+    assert seen == [8, 16, 24, 32, 40] and later in done
     while engine.has_unfinished():
         done.update({o.request_id: o for o in engine.step()})
     alone = Engine(model, tok)

@@ -29,7 +29,7 @@ class Server:
                "--served-model-name", "smollm2", "--port", str(self.port), *extra]
         self.log = log
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
-        deadline = time.time() + 120
+        deadline = time.time() + 300  # model loading on a busy 2-core machine
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}: {self.output()}")
@@ -40,7 +40,7 @@ class Server:
                 pass
             time.sleep(0.2)
         self.stop()
-        raise RuntimeError("server did not become healthy in 120 s")
+        raise RuntimeError("server did not become healthy in 300 s")
 
     def output(self) -> str:
         if self.log is None:

@@ -221,15 +221,15 @@ def test_api_key(keyed):
     assert httpx.get(keyed.url + "/health").status_code == 200  # probes stay open
 
 
-def test_queue_full_is_429_with_retry_after(keyed):
+def test_queue_full_is_503_with_retry_after(keyed):
     auth = {"Authorization": "Bearer sekret"}
     body = {**OK_CHAT, "max_tokens": 2000, "ignore_eos": True, "stream": True}
     with httpx.stream("POST", keyed.url + CHAT, json=body, headers=auth, timeout=30) as r:
         lines = r.iter_lines()  # keep the generator alive: closing it would close the stream
         assert next(lines).startswith("data: ")
         busy = httpx.post(keyed.url + CHAT, json=OK_CHAT, headers=auth)
-        err = error_of(busy, 429)
-        assert busy.headers["retry-after"] == "1" and err["type"] == "rate_limit_error"
+        err = error_of(busy, 503)
+        assert busy.headers["retry-after"] == "1" and (err["type"], err["code"]) == ("server_error", "queue_full")
     deadline = time.time() + 10
     while time.time() < deadline:
         r = httpx.post(keyed.url + CHAT, json=OK_CHAT, headers=auth)

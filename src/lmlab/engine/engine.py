@@ -5,6 +5,11 @@ prompts share one right-padded prefill pass in which identical prompts are compu
 request's samples, and requests on a prompt already in the pass, get its cache by copy), then
 runs one batched decode step for every running sequence. Finished sequences leave between steps
 and their slot is reused, so a server can add and cancel requests at any time.
+
+A prompt longer than `prefill_chunk` is prefilled a chunk per step and then decodes in its own
+cache (a "lane", one decode pass of its own per step) rather than in the slot cache, whose rows
+all have the longest row's length: one 8k-token prompt would otherwise make every short
+request's slot 8k tokens long, and the ceiling would hold a handful of requests.
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ class _Sequence:
         self.counts = None  # output token counts [V], only when presence/frequency penalties are on
         self.seen = torch.tensor(request.prompt, dtype=torch.long)
         self.slot = -1
+        self.lane: _Chunked | None = None  # a long prompt's own cache, instead of a slot
         self.last_token: int | None = None
         self.constraint = request.constraint.fork() if request.constraint is not None else None
 
@@ -92,16 +98,22 @@ class _Request:
 
 
 class _Chunked:
-    """A long prompt in chunked prefill: its own one-row cache until the last chunk, so the
-    slot cache's layout (running[i] in slot i) is untouched while it runs."""
+    """A long prompt: prefilled chunk by chunk into its own cache, sized for its prompt and
+    max_tokens; after the last chunk its samples (one row each) decode in that cache, a lane of
+    their own beside the slot cache."""
 
     def __init__(self, request: _Request, engine: "Engine"):
-        m = engine.model
-        prefix = m.prefix.length if getattr(m, "prefix", None) is not None else 0
         self.request, self.done = request, 0
-        self.kv = KVCache(engine.config, 1, prefix + len(request.prompt), engine.dtype, engine.device)
+        self.kv = KVCache(engine.config, 1, engine._tokens(request.prompt, request.params), engine.dtype,
+                          engine.device)
+        self.seqs: list[_Sequence] = []  # once prefilled
         if request.params.prompt_logprobs is not None:
             request.prompt_logprobs = [None]
+
+    @property
+    def tokens(self) -> int:
+        """Cache positions it holds or will hold (a row per sample once it decodes)."""
+        return self.request.params.samples * self.kv.max_len
 
 
 def _plain_greedy(params: list[SamplingParams]) -> bool:
@@ -141,6 +153,7 @@ class Engine:
             raise LmlabError(f"prefill_chunk = {prefill_chunk}: must be at least 1 token")
         self.prefill_chunk = prefill_chunk
         self.prefilling: _Chunked | None = None  # the long prompt being prefilled chunk by chunk
+        self.lanes: list[_Chunked] = []  # long prompts prefilled, decoding in their own caches
         self.max_cache_tokens = max_cache_tokens
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
@@ -168,7 +181,7 @@ class Engine:
         if request_id in self.requests:
             raise LmlabError(f"duplicate request id {request_id!r}")
         if self.max_cache_tokens is not None:
-            need = params.samples * self._tokens(prompt, params) + self._chunk_tokens(prompt)
+            need = params.samples * self._tokens(prompt, params)
             if need > self.max_cache_tokens:
                 raise LmlabError(f"the request needs {need} KV-cache tokens (n/best_of x (prompt + max_tokens)); "
                                  f"the engine's ceiling is max_cache_tokens = {self.max_cache_tokens}: "
@@ -185,30 +198,37 @@ class Engine:
         if req is not None:
             req.aborted = True
 
+    @property
+    def sequences(self) -> int:
+        """Sequences decoding now: the slot cache's and the long prompts' lanes'."""
+        return len(self.running) + sum(not s.out.finish_reason for lane in self.lanes for s in lane.seqs)
+
     def has_unfinished(self) -> bool:
-        return bool(self.waiting or self.running or self.prefilling)
+        return bool(self.waiting or self.running or self.prefilling or self.lanes)
 
     @property
     def cache_bytes(self) -> int:
-        """Bytes the KV caches hold now (the slot cache and a chunked prompt's)."""
-        extra = self.prefilling.kv if self.prefilling is not None else None
-        return self.cache.nbytes + (sum(t.numel() * t.element_size() for t in extra.k + extra.v) if extra else 0)
+        """Bytes the KV caches hold now (the slot cache, a chunked prompt's and the lanes')."""
+        extra = self.lanes + ([self.prefilling] if self.prefilling is not None else [])
+        return self.cache.nbytes + sum(t.numel() * t.element_size() for j in extra for t in j.kv.k + j.kv.v)
 
     @torch.inference_mode()
     def step(self) -> list[RequestOutput]:
         """Admit what fits, decode one token for every running sequence; return finished requests."""
         self._reap_aborted()
         self._compact()  # aborted sequences leave before anything else runs
-        # While a long prompt is being prefilled nothing else is admitted (order is kept, and the
-        # slots it will take stay free); the running sequences still decode every step.
-        while (self.prefilling is None and self.waiting
-               and len(self.running) + self.waiting[0].params.samples <= self.max_batch
-               and self._fits([self.waiting[0]])):
-            if len(self.waiting[0].prompt) > self.prefill_chunk:
+        # One long prompt at a time is prefilled in chunks. Short prompts behind it are still
+        # admitted while it runs (its batch place and cache stay reserved for it), so one long prompt
+        # does not hold back the first token of every short request; a long prompt waiting
+        # behind it waits, and so does everything behind that one (order among them is kept).
+        while self.waiting and self._room([self.waiting[0]]):
+            if self._long(self.waiting[0]):
+                if self.prefilling is not None:
+                    break
                 if self.max_cache_tokens is not None:  # its own cache comes beside the slot cache's
                     self.cache.resize(max(len(self.running), 1), self._running_tokens())
                 self.prefilling = _Chunked(self.waiting.popleft(), self)
-                break
+                continue
             self._prefill(self._admit())
             self._compact()  # a sample may have stopped on its first token
         if self.prefilling is not None:
@@ -216,6 +236,8 @@ class Engine:
             self._compact()
         if self.running:
             self._decode()
+        for lane in self.lanes:
+            self._decode_lane(lane)
         self._compact()
         self._release()
         return self._collect()
@@ -258,16 +280,16 @@ class Engine:
     def _admit(self) -> list[_Request]:
         """The waiting requests that fit in the batch, in order, while the padded prefill stays
         within `prefill_tokens` (the first one always goes)."""
-        group, slots, longest = [], len(self.running), 0
+        group, longest = [], 0
         while self.waiting:
             req = self.waiting[0]
             n = max(longest, len(req.prompt))
-            if slots + req.params.samples > self.max_batch or (group and (len(group) + 1) * n > self.prefill_tokens):
+            if group and (len(group) + 1) * n > self.prefill_tokens:
                 break
-            if group and (len(req.prompt) > self.prefill_chunk or not self._fits(group + [req])):
-                break  # prefilled alone, in chunks; or past the cache ceiling: waits
+            if group and (self._long(req) or not self._room(group + [req])):
+                break  # prefilled alone, in chunks; or past the batch or the cache ceiling: waits
             group.append(self.waiting.popleft())
-            slots, longest = slots + req.params.samples, n
+            longest = n
         return group
 
     def _prefill(self, reqs: list[_Request]) -> None:
@@ -284,7 +306,7 @@ class Engine:
         # A prefix- or prompt-tuned model writes its key/value prefix into the cache first.
         prefix = self.model.prefix.length if getattr(self.model, "prefix", None) is not None else 0
         total = sum(r.params.samples for r in reqs)
-        self.cache.reserve(first + total, self._running_tokens(reqs), self.max_cache_tokens)
+        self.cache.reserve(first + total, self._running_tokens(reqs), self._slot_limit())
         self.cache.active = first + total
         ids = torch.zeros(len(prompts), max(lens), dtype=torch.long)
         for u, p in enumerate(prompts):
@@ -318,14 +340,19 @@ class Engine:
         if b < len(req.prompt):
             return
         self.prefilling = None
-        first, p = len(self.running), req.params
-        n = job.kv.length  # prefix + prompt
-        self.cache.reserve(first + p.samples, self._running_tokens([req]), self.max_cache_tokens)
-        self.cache.active = first + p.samples
-        for t, src in zip(self.cache.k + self.cache.v, job.kv.k + job.kv.v):
-            t[first, :, :n] = src[0, :, :n]
-        self.cache.lengths[first] = n
-        self._seat([req], [0], first, 1, self.model.lm_head(h[-1:]).float())
+        self.lanes.append(job)
+        p = req.params
+        if p.samples > 1:  # a row per sample, each from the prompt's cache
+            job.kv.reorder(torch.zeros(p.samples, dtype=torch.long, device=self.device))
+        for i in range(p.samples):
+            gen = None
+            if p.seed is not None:
+                gen = torch.Generator(device=self.device).manual_seed(p.seed + 1_000_003 * i)
+            seq = _Sequence(req, i, gen, self.tokenizer, self.eos)
+            seq.lane = job
+            req.seqs.append(seq)
+        job.seqs = list(req.seqs)
+        self._advance(job.seqs, self.model.lm_head(h[-1:]).float().expand(p.samples, -1).clone())
 
     # ---- memory -----------------------------------------------------------------------------
 
@@ -337,22 +364,37 @@ class Engine:
         P = self._prefix()
         return min(P + len(prompt) + params.max_tokens, P + self.config.max_seq_len)
 
-    def _chunk_tokens(self, prompt: list[int]) -> int:
-        """The chunked prompt's own cache, held beside the slot cache until its last chunk."""
-        return self._prefix() + len(prompt) if len(prompt) > self.prefill_chunk else 0
+    def _long(self, req: _Request) -> bool:
+        """Prefilled in chunks and decoded in a lane of its own."""
+        return len(req.prompt) > self.prefill_chunk
 
     def _running_tokens(self, reqs: list[_Request] = ()) -> int:
         """Tokens per slot that the running sequences and `reqs` can reach."""
         return max([self._tokens(s.request.prompt, s.params) for s in self.running]
                    + [self._tokens(r.prompt, r.params) for r in reqs] + [1])
 
-    def _fits(self, reqs: list[_Request]) -> bool:
-        """Whether admitting `reqs` keeps the (rectangular) slot cache within the ceiling."""
+    def _room(self, reqs: list[_Request]) -> bool:
+        """Whether `reqs` can start now: every sequence (the slot cache's, the lanes', the long
+        prompt being prefilled) within `max_batch`; and, with a ceiling, the (rectangular) slot
+        cache of the short ones plus the long ones' own caches within it."""
+        jobs = self.lanes + ([self.prefilling] if self.prefilling is not None else [])
+        short = [r for r in reqs if not self._long(r)]
+        slots = len(self.running) + sum(r.params.samples for r in short)
+        seqs = slots + sum(r.params.samples for r in reqs if self._long(r)) + sum(j.request.params.samples for j in jobs)
+        if seqs > self.max_batch:
+            return False
         if self.max_cache_tokens is None:
             return True
-        slots = len(self.running) + sum(r.params.samples for r in reqs)
-        extra = max(self._chunk_tokens(r.prompt) for r in reqs)
-        return slots * self._running_tokens(reqs) + extra <= self.max_cache_tokens
+        lanes = sum(j.tokens for j in jobs) + sum(r.params.samples * self._tokens(r.prompt, r.params)
+                                                  for r in reqs if self._long(r))
+        return slots * self._running_tokens(short) + lanes <= self.max_cache_tokens
+
+    def _slot_limit(self) -> int | None:
+        """What the slot cache may hold: the ceiling less the long prompts' own caches."""
+        if self.max_cache_tokens is None:
+            return None
+        jobs = self.lanes + ([self.prefilling] if self.prefilling is not None else [])
+        return self.max_cache_tokens - sum(j.tokens for j in jobs)
 
     def _release(self) -> None:
         """Shrink the slot cache when it holds far more than the running work can use (a big
@@ -416,6 +458,15 @@ class Engine:
         self.cache.end_decode()
         self._advance(seqs, logits)
 
+    def _decode_lane(self, lane: _Chunked) -> None:
+        """One decode step of a long prompt's samples in their own cache (rows of equal length:
+        a sample that has finished is still computed, unread, until they all have)."""
+        tokens = torch.tensor([[s.last_token if s.last_token is not None else 0] for s in lane.seqs],
+                              device=self.device)
+        logits = self.model(tokens, cache=lane.kv)[:, -1].float()
+        live = [i for i, s in enumerate(lane.seqs) if not s.out.finish_reason]
+        self._advance([lane.seqs[i] for i in live], logits[live])
+
     def _advance(self, seqs: list[_Sequence], logits: torch.Tensor) -> None:
         """Process logits, choose one token per sequence, apply stop rules, stream."""
         params = [s.params for s in seqs]
@@ -458,8 +509,8 @@ class Engine:
             reason = "stop" if stopped is not None else None
             if reason is None and seq.constraint is not None and seq.constraint.is_finished():
                 reason, text = "stop", text + seq.stop.flush()  # the grammar allows nothing more
-            if reason is None and (len(out.token_ids) >= p.max_tokens
-                                   or self.cache.lengths[seq.slot] + 1 >= self.config.max_seq_len):
+            length = seq.lane.kv.length if seq.lane is not None else self.cache.lengths[seq.slot]
+            if reason is None and (len(out.token_ids) >= p.max_tokens or length + 1 >= self.config.max_seq_len):
                 reason, text = "length", text + seq.stop.flush()
             out.text += text
             if reason:
@@ -535,12 +586,14 @@ class Engine:
             self.prefilling = None
             job.request.seqs = [_Sequence(job.request, 0, None, self.tokenizer, self.eos)]
             job.request.seqs[0].out.finish_reason = "abort"
-        for seq in self.running:
+        for seq in self.running + [s for lane in self.lanes for s in lane.seqs]:
             if seq.request.aborted and not seq.out.finish_reason:
                 self._finish(seq, "abort", None, None, None)
 
     def _compact(self) -> None:
-        """Free finished sequences' slots, keeping the running rows 0..n-1 dense."""
+        """Free finished sequences' slots, keeping the running rows 0..n-1 dense; drop the lanes
+        whose samples have all finished."""
+        self.lanes = [lane for lane in self.lanes if not all(s.out.finish_reason for s in lane.seqs)]
         keep = [s for s in self.running if not s.out.finish_reason]
         for new_slot, seq in enumerate(keep):
             if seq.slot != new_slot:

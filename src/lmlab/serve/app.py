@@ -118,8 +118,11 @@ def load_runner(cfg: ServeConfig):
         from lmlab.lm import load
         from lmlab.serve.runner import EngineRunner
 
-        return EngineRunner(load(cfg.model, cfg.weights, compile=cfg.compile, workload="many-streams"), cfg.max_concurrency,
-                            max_cache_tokens=cfg.max_cache_tokens, prefill_chunk=cfg.prefill_chunk)
+        if not cfg.max_queue_wait > 0:
+            raise LmlabError(f"max_queue_wait must be > 0 seconds, got {cfg.max_queue_wait}")
+        return EngineRunner(load(cfg.model, cfg.weights, compile=cfg.compile, workload="many-streams"),
+                            cfg.max_concurrency, max_cache_tokens=cfg.max_cache_tokens,
+                            prefill_chunk=cfg.prefill_chunk, max_wait=cfg.max_queue_wait)
     raise LmlabError(f"unknown engine {cfg.engine!r}; choose lmlab or vllm")
 
 

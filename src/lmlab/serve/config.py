@@ -43,7 +43,9 @@ class ServeConfig:
     read_timeout: float = option(30.0, "seconds a request's headers, then its body, may take to arrive (408 beyond)")
     # limits
     max_concurrency: int = option(DEFAULT_MAX_CONCURRENCY, "sequences decoded together (the engine's batch)")
-    max_queue: int = option(256, "requests admitted (running + waiting) before 429")
+    max_queue: int = option(256, "requests admitted (running + waiting) before 503 with Retry-After")
+    max_queue_wait: float = option(30.0, "seconds a request may wait to start (for a batch slot, or room under "
+                                         "--max-cache-tokens) before 503 with Retry-After (lmlab engine)")
     max_cache_tokens: Optional[int] = option(None, "ceiling on the KV cache (slots x tokens): requests wait until "
                                                    "they fit; one that never can is refused")
     prefill_chunk: int = option(512, "a longer prompt is prefilled this many tokens per step, between decode steps")

@@ -46,7 +46,7 @@ class Metrics:
         for name, help, v, kind in [
             ("lmlab_prompt_tokens_total", "prompt tokens admitted", self.prompt_tokens, "counter"),
             ("lmlab_generation_tokens_total", "tokens generated", self.generation_tokens, "counter"),
-            ("lmlab_rejected_total", "requests refused with 429 (queue full)", self.rejected, "counter"),
+            ("lmlab_rejected_total", "requests refused with 503 (queue full, or waited too long to start)", self.rejected, "counter"),
             ("lmlab_client_disconnects_total", "requests aborted because the client left", self.disconnects, "counter"),
             ("lmlab_engine_steps_total", "engine steps", steps, "counter"),
             ("lmlab_engine_step_errors_total", "engine steps that raised", step_errors, "counter"),

@@ -6,6 +6,7 @@ A runner has `tokenizer` and `config` (the served model's), `start()`, `stop()`,
 `step_errors` for /metrics. The queue receives ("delta", Delta) items (only when `stream`), then
 ("done", RequestOutput) or ("error", Exception); an LmlabError means a bad request (400).
 `EngineRunner` (here) drives lmlab's Engine; `vllm_runner.VllmRunner` drives vLLM's.
+An `Overloaded` error item means the request waited `max_wait` seconds without starting (503).
 
 EngineRunner: one thread owns the Engine. The engine is not thread-safe, so everything that
 touches it (add_request, abort, embeddings forward passes) goes through `inbox`, a thread-safe
@@ -31,9 +32,17 @@ from lmlab.errors import LmlabError
 log = logging.getLogger("lmlab.serve")
 
 
+class Overloaded(Exception):
+    """A request that waited its runner's `max_wait` seconds without starting: every batch slot,
+    or the KV-cache ceiling, stayed taken. Answered 503 with Retry-After: a retry may fit."""
+
+
 class EngineRunner:
     def __init__(self, lm, max_batch: int = 32, admit_per_step: int = 4, max_cache_tokens: int | None = None,
-                 prefill_chunk: int = 512):
+                 prefill_chunk: int = 512, max_wait: float | None = None):
+        """max_wait: seconds a request may wait to start (in this runner's queue or the engine's,
+        for a batch slot or room under `max_cache_tokens`) before it is dropped with Overloaded;
+        None waits as long as it takes."""
         self.lm, self.tokenizer, self.config = lm, lm.tokenizer, lm.config
         # New requests enter the engine at most `admit_per_step` per step (each costs a prefill in
         # that step), so a burst of arrivals does not stall every running stream for one long step.
@@ -44,6 +53,10 @@ class EngineRunner:
         self.engine.max_batch = max_batch
         if prefill_chunk < 1:
             raise LmlabError(f"prefill_chunk = {prefill_chunk}: must be at least 1 token")
+        if max_wait is not None and not max_wait > 0:
+            raise LmlabError(f"max_wait = {max_wait}: must be > 0 seconds")
+        self.max_wait = max_wait
+        self._arrived: dict[str, float] = {}  # request id -> when it reached this thread, until it ends
         self.engine_options = {"max_cache_tokens": max_cache_tokens, "prefill_chunk": prefill_chunk}
         for k, v in self.engine_options.items():
             setattr(self.engine, k, v)
@@ -110,9 +123,11 @@ class EngineRunner:
         if kind == "add":
             _, rid, prompt, params, loop, q, stream = cmd
             self._sinks[rid] = (loop, q)
+            self._arrived[rid] = time.monotonic()
             self._held.append((rid, prompt, params, stream))
         elif kind == "abort":
             rid = cmd[1]
+            self._arrived.pop(rid, None)
             held = [h for h in self._held if h[0] == rid]
             if held:  # not in the engine yet: just forget it
                 self._held.remove(held[0])
@@ -127,9 +142,33 @@ class EngineRunner:
                 except BaseException as e:  # noqa: BLE001 - handed to the awaiting handler
                     fut.set_exception(e)
 
+    def _expire(self) -> None:
+        """Drop the requests that have waited `max_wait` seconds without starting, with Overloaded
+        (the engine's own queue included: there a request waits for room under the cache ceiling)."""
+        if self.max_wait is None:
+            return
+        late = time.monotonic() - self.max_wait
+        for rid in [h[0] for h in self._held] + [r.id for r in self.engine.waiting]:
+            if self._arrived.get(rid, late) >= late:
+                continue
+            held = [h for h in self._held if h[0] == rid]
+            if held:
+                self._held.remove(held[0])
+            else:
+                self.engine.abort(rid)  # leaves the engine's queue at the next step
+            self._fail(rid, Overloaded(f"server busy: the request waited {self.max_wait:g} s without a free "
+                                       "batch slot or KV-cache room; retry"))
+
+    def _fail(self, rid: str, e: Exception) -> None:
+        self._send(rid, ("error", e))
+        self._sinks.pop(rid, None)
+        self._arrived.pop(rid, None)
+
     def _admit(self) -> None:
         """Move up to admit_per_step held requests into the engine (only as many as have a slot)."""
-        free = self.max_batch - len(self.engine.running) - sum(r.params.samples for r in self.engine.waiting)
+        e = self.engine
+        queued = list(e.waiting) + ([e.prefilling.request] if e.prefilling is not None else [])
+        free = self.max_batch - e.sequences - sum(r.params.samples for r in queued)
         admitted = 0
         while self._held and admitted < self.admit_per_step and (free >= self._held[0][2].samples or
                                                                   not self.engine.has_unfinished()):
@@ -142,8 +181,7 @@ class EngineRunner:
             try:
                 self.engine.add_request(prompt, params, rid, on_delta=on_delta)
             except LmlabError as e:
-                self._send(rid, ("error", e))
-                self._sinks.pop(rid, None)
+                self._fail(rid, e)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -159,6 +197,7 @@ class EngineRunner:
                     cmd = self.inbox.get_nowait()
                 except queue.Empty:
                     cmd = None
+            self._expire()
             self._admit()
             if not self.engine.has_unfinished():
                 self.running, self.waiting = 0, len(self._held)
@@ -172,6 +211,7 @@ class EngineRunner:
                     self._send(rid, ("error", e))
                 self._sinks.clear()
                 self._held.clear()
+                self._arrived.clear()
                 self.engine = self.lm.new_engine(max_batch=self.max_batch, **self.engine_options)
                 time.sleep(0.01)
                 continue
@@ -179,8 +219,9 @@ class EngineRunner:
             if not self.engine.has_unfinished() and not self._held:
                 self.engine.cache.release()  # idle: the KV memory of the last requests goes back
             self.kv_cache_bytes = self.engine.cache.nbytes  # set first: a reader seeing `running` sees it
-            self.running, self.waiting = len(self.engine.running), len(self.engine.waiting) + len(self._held)
+            self.running, self.waiting = self.engine.sequences, len(self.engine.waiting) + len(self._held)
             for out in outputs:
                 # a request whose own values broke its row failed alone; the others go on
                 self._send(out.request_id, ("error", LmlabError(out.error)) if out.error else ("done", out))
                 self._sinks.pop(out.request_id, None)
+                self._arrived.pop(out.request_id, None)

@@ -2,7 +2,9 @@
 
 It holds the runner, the config, the served model's limits and the metrics, and does the steps
 common to the routes: check the key, read and validate a body, check a prompt, admit a request
-(429 beyond `max_queue`), wait for results (aborting on disconnect) and release the slot.
+(503 with Retry-After beyond `max_queue`, or when it waited `max_queue_wait` s without starting),
+wait for its first result (a stream starts only then, so a refusal keeps its status) or all of
+them (aborting on disconnect), and release the slot.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from lmlab.errors import LmlabError
 from lmlab.serve.config import ServeConfig
 from lmlab.serve.metrics import Metrics
 from lmlab.serve.protocol import ApiError, check_text, from_validation
+from lmlab.serve.runner import Overloaded
 
 
 class Server:
@@ -126,12 +129,12 @@ class Server:
     # ---- running it ----------------------------------------------------------------------------
 
     def admit(self, ids: list[int], params, count: int = 1, stream: bool = False):
-        """Queue one prompt -> (request id, asyncio.Queue); 429 when `count` more would pass
+        """Queue one prompt -> (request id, asyncio.Queue); 503 when `count` more would pass
         `max_queue`. Every admitted request is released exactly once (`release`)."""
         if self.pending + count > self.cfg.max_queue:
             self.metrics.rejected += 1
-            raise ApiError(429, f"server busy: {self.pending} requests in flight (limit {self.cfg.max_queue}); retry",
-                           "rate_limit_error", None, "queue_full", {"Retry-After": "1"})
+            raise overloaded(f"server busy: {self.pending} requests in flight (limit {self.cfg.max_queue}); retry",
+                             "queue_full")
         self.pending += 1
         self.metrics.prompt_tokens += len(ids)
         return self.runner.add(ids, params, stream)
@@ -143,24 +146,10 @@ class Server:
 
     async def collect(self, request: Request, jobs: list[tuple[str, asyncio.Queue]]):
         """Wait for every job's RequestOutput; abort them all if the client goes away."""
-        t0 = checked = time.perf_counter()
+        t0 = time.perf_counter()
         outs: list = [None] * len(jobs)
         try:
-            for i, (rid, q) in enumerate(jobs):
-                while outs[i] is None:
-                    try:
-                        kind, item = await asyncio.wait_for(q.get(), timeout=0.25)
-                    except asyncio.TimeoutError:
-                        kind = item = None
-                    if time.perf_counter() - checked > 0.25:
-                        checked = time.perf_counter()
-                        if await request.is_disconnected():
-                            self.metrics.disconnects += 1
-                            raise ApiError(499, "client disconnected", code="client_closed") from None
-                    if kind == "error":
-                        raise engine_error(item)
-                    if kind == "done":
-                        outs[i] = item
+            await self._wait(request, jobs, outs, first=False)
         finally:
             for (rid, _), out in zip(jobs, outs):
                 self.release(rid, out is not None)
@@ -170,8 +159,55 @@ class Server:
         return outs
 
 
+    async def started(self, request: Request, jobs: list[tuple[str, asyncio.Queue]]) -> list[tuple[str, object]]:
+        """Each job's first item (its first delta, or its end), for a stream to begin with: a
+        request refused while it waited (503) or by the engine (4xx) is then answered with its
+        own status, not as an error event inside a 200 stream. On an error or a disconnect every
+        job is released (and aborted)."""
+        firsts: list = [None] * len(jobs)
+        try:
+            await self._wait(request, jobs, firsts, first=True)
+        except BaseException:
+            for rid, _ in jobs:
+                self.release(rid, False)
+            raise
+        return firsts
+
+    async def _wait(self, request: Request, jobs, got: list, first: bool) -> None:
+        """Fill got[i] with job i's first (kind, item) when `first`, else with its RequestOutput;
+        an error item raises its ApiError, and so does the client going away."""
+        checked = time.perf_counter()
+        for i, (rid, q) in enumerate(jobs):
+            while got[i] is None:
+                try:
+                    kind, item = await asyncio.wait_for(q.get(), timeout=0.25)
+                except asyncio.TimeoutError:
+                    kind = item = None
+                if time.perf_counter() - checked > 0.25:
+                    checked = time.perf_counter()
+                    if await request.is_disconnected():
+                        self.metrics.disconnects += 1
+                        raise ApiError(499, "client disconnected", code="client_closed") from None
+                if kind == "error":
+                    if isinstance(item, Overloaded):
+                        self.metrics.rejected += 1
+                    raise engine_error(item)
+                if kind is not None and first:
+                    got[i] = (kind, item)
+                elif kind == "done":
+                    got[i] = item
+
+
+def overloaded(message: str, code: str) -> ApiError:
+    """503 with Retry-After, in OpenAI's shape: the server is full now, a retry may be served."""
+    return ApiError(503, message, "server_error", None, code, {"Retry-After": "1"})
+
+
 def engine_error(e: Exception) -> ApiError:
-    """A runner's error item: LmlabError is the request's fault (400), anything else ours (500)."""
+    """A runner's error item: Overloaded is 503, LmlabError the request's fault (400), anything
+    else ours (500)."""
+    if isinstance(e, Overloaded):
+        return overloaded(str(e), "queue_timeout")
     if isinstance(e, LmlabError):
         return ApiError(400, str(e))
     return ApiError(500, f"engine error: {type(e).__name__}: {e}", "server_error")

@@ -1,6 +1,8 @@
 """Server-sent events: the one streaming loop of chat and completions.
 
-`stream(server, jobs, head, render, ...)` merges the delta queues of one or more admitted jobs
+`stream(server, jobs, firsts, head, render, ...)` merges the delta queues of one or more admitted
+jobs, each after the first item the route already awaited (`Server.started`: a response starts
+only once every job has started, so a refusal while waiting keeps its own status)
 (completions take several prompts per request), times the first token and the gaps between
 tokens, turns each delta into chunks with the route's `render` (a choice dict, a list of them
 for several chunks, e.g. a tool call's name and its first arguments, or None to skip), answers an
@@ -22,23 +24,24 @@ from lmlab.serve.protocol import usage
 from lmlab.serve.server import Server, engine_error
 
 
-async def stream(server: Server, jobs: list, head: dict, render: Callable[[int, object], dict | list[dict] | None], *,
-                 n_prompt: int, include_usage: bool, prelude: list[dict] = ()) -> AsyncIterator[str]:
-    """SSE lines for `jobs` [(request id, queue)]; render(job index, Delta) -> choice dict."""
+async def stream(server: Server, jobs: list, firsts: list, head: dict,
+                 render: Callable[[int, object], dict | list[dict] | None], *, n_prompt: int, include_usage: bool,
+                 t0: float, prelude: list[dict] = ()) -> AsyncIterator[str]:
+    """SSE lines for `jobs` [(request id, queue)] whose first items are `firsts` (t0: when the
+    request came, for the time to first token); render(job index, Delta) -> choice dict."""
     m = server.metrics
-    t0 = time.perf_counter()
     done = [False] * len(jobs)
     generated, first, last = 0, None, None
     merged: asyncio.Queue = asyncio.Queue()
 
-    async def pump(i, q):
+    async def pump(i, q, item):
         while True:
-            item = await q.get()
             await merged.put((i, item))
             if item[0] in ("done", "error"):
                 return
+            item = await q.get()
 
-    tasks = [asyncio.create_task(pump(i, q)) for i, (_, q) in enumerate(jobs)]
+    tasks = [asyncio.create_task(pump(i, q, f)) for i, ((_, q), f) in enumerate(zip(jobs, firsts))]
     try:
         for choice in prelude:
             yield data({**head, "choices": [choice]})

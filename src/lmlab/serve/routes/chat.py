@@ -39,8 +39,10 @@ async def chat(request: Request):
     params, k = chat_params(server, body, len(ids), tools.grammar(functions, tool_choice, body.parallel_tool_calls))
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     head = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": server.cfg.model_name}
+    t0 = time.perf_counter()
     job = server.admit(ids, params, stream=body.stream)
     if body.stream:
+        firsts = await server.started(request, [job])
         readers = {i: tools.CallStream(functions) for i in range(body.n)} if calling else {}
 
         def render(_, d):
@@ -71,8 +73,8 @@ async def chat(request: Request):
         prelude = [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                     "finish_reason": None} for i in range(body.n)]
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return sse(stream(server, [job], head, render, n_prompt=len(ids), include_usage=include_usage,
-                          prelude=prelude))
+        return sse(stream(server, [job], firsts, head, render, n_prompt=len(ids), include_usage=include_usage,
+                          t0=t0, prelude=prelude))
     out = (await server.collect(request, [job]))[0]
     choices = [choice(server, body, c, k, functions if calling else None) for c in out.outputs]
     return {"id": cid, "object": "chat.completion", "created": created, "model": server.cfg.model_name,

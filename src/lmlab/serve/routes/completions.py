@@ -29,9 +29,11 @@ async def completions(request: Request):
                              prompt_logprobs=k if (body.echo and k is not None) else None,
                              default_temperature=server.cfg.default_temperature)
     cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+    t0 = time.perf_counter()
     jobs = [server.admit(p, params, len(prompts) - i, body.stream) for i, p in enumerate(prompts)]
     n_prompt = sum(map(len, prompts))
     if body.stream:
+        firsts = await server.started(request, jobs)
         head = {"id": cid, "object": "text_completion", "created": created, "model": server.cfg.model_name}
         offsets: dict[int, int] = {}
 
@@ -47,7 +49,8 @@ async def completions(request: Request):
                        d.incomplete)
 
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return sse(stream(server, jobs, head, render, n_prompt=n_prompt, include_usage=include_usage))
+        return sse(stream(server, jobs, firsts, head, render, n_prompt=n_prompt, include_usage=include_usage,
+                          t0=t0))
     outs = await server.collect(request, jobs)
     choices, n_out = [], 0
     for pi, (ids, out) in enumerate(zip(prompts, outs)):
