@@ -28,7 +28,8 @@ class Run:
     runs/STAGE; `check(path)` reads and checks each data file (`read["data"]`, `read["eval_data"]`)
     before the model loads, so that a bad file fails at once; then the processes, the base model
     (`base`, default cfg.model; None: the stage builds its own), `before_method(run)` and the
-    method. `eval_data=False`: the stage holds out its own split and never reads cfg.eval_data. `fit` trains with one Trainer, `finish` saves the result."""
+    method. `eval_data=False`: the stage holds out its own split and never reads cfg.eval_data.
+    `fit` trains with one Trainer, `finish` saves the result. `title` names the loss curve."""
 
     def __init__(self, cfg: TrainConfig, stage: str, title: str, no_data: str, check: Callable | None = None,
                  base: str | None = "", before_method: Callable | None = None, quiet: bool = False,
@@ -41,7 +42,7 @@ class Run:
         self.read = {k: check(path) for k, path in files.items() if path} if check else {}
         if cfg.output == TrainConfig.output:
             cfg.output = f"runs/{stage}"
-        self.cfg, self.stage, self.title, self.base = cfg, stage, title, base
+        self.cfg, self.title, self.base = cfg, title, base
         self.d = setup(cfg.device)
         self.model = self.tokenizer = self.folder = self.trainer = None
         self.info: dict = {}
