@@ -92,17 +92,19 @@ def run_ours(data: Path, args) -> dict:
     import torch
 
     from lmlab.config import load_config
-    from lmlab.train import align
+    from lmlab.train import dpo as dpo_stage
     from lmlab.train.config import TrainConfig
     from lmlab.train.objectives import dpo
+    from lmlab.train.preference import comparison_batches
     from lmlab.train.trainer import Trainer
 
     cfg = load_config(TrainConfig, None, None, data=str(data), output=tempfile.mkdtemp(), method="lora",
                       batch_size=args.batch_size, max_length=args.max_length, epochs=1, lr=5e-6, progress=False,
                       log_every=10 ** 6, lora={"r": 16, "alpha": 32, "dropout": 0.05}, bf16=args.bf16)
-    d, model, tokenizer, folder, _ = align.start(cfg, "dpo")
-    data = align.comparison_batches(cfg, tokenizer, cfg.data, dpo.collate)
-    trainer = Trainer(model, dpo.DPO(0.1), data, cfg, None, d)
+    run = dpo_stage.start(cfg)
+    model = run.model
+    data = comparison_batches(cfg, run.tokenizer, cfg.data, dpo.collate)
+    trainer = Trainer(model, dpo.DPO(0.1), data, cfg, None, run.d)
     work = count_work(model.layers[0])
     count_head_rows(model, work)
     t0 = time.perf_counter()

@@ -75,7 +75,7 @@ def run_one(method: str, out: Path, train: Path, test: Path, epochs: float) -> d
         lm = lmlab.load()
         row.update(trainable_params=0, trainable_pct=0.0)
     else:
-        from lmlab.train.run import sft
+        from lmlab.train.sft import sft
 
         # The feature classifier trains on features extracted once, so its epochs cost almost
         # nothing: it gets ten times as many.

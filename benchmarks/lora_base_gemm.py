@@ -24,9 +24,10 @@ from pathlib import Path
 def one(gemm: str, data: str) -> dict:
     from lmlab.config import load_config
     from lmlab.cpu import features
-    from lmlab.train import align
+    from lmlab.train import dpo as dpo_stage
     from lmlab.train.config import TrainConfig
     from lmlab.train.objectives import dpo
+    from lmlab.train.preference import comparison_batches
     from lmlab.train.trainer import Trainer
 
     if gemm == "mkl":
@@ -36,8 +37,9 @@ def one(gemm: str, data: str) -> dict:
     cfg = load_config(TrainConfig, None, None, data=data, output=tempfile.mkdtemp(), method="lora", batch_size=2,
                       max_length=256, epochs=1, lr=5e-6, progress=False, log_every=10 ** 6,
                       lora={"r": 16, "alpha": 32})
-    d, model, tokenizer, _, _ = align.start(cfg, "dpo")
-    trainer = Trainer(model, dpo.DPO(0.1), align.comparison_batches(cfg, tokenizer, cfg.data, dpo.collate), cfg, None, d)
+    run = dpo_stage.start(cfg)
+    data = comparison_batches(cfg, run.tokenizer, cfg.data, dpo.collate)
+    trainer = Trainer(run.model, dpo.DPO(0.1), data, cfg, None, run.d)
     t = time.perf_counter()
     result = trainer.fit()
     return {"gemm": gemm, "seconds": time.perf_counter() - t, "loss": result["loss"],

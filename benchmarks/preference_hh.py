@@ -65,7 +65,7 @@ def split(args, out: Path) -> dict:
 
 def stage(name: str, work: Path, args) -> dict:
     from lmlab.config import load_config
-    from lmlab.train import align, rl
+    from lmlab.train import dpo, rl, rm
     from lmlab.train.config import TrainConfig
 
     common = dict(max_length=args.max_length, progress=False, seed=args.seed, batch_size=8,
@@ -73,11 +73,11 @@ def stage(name: str, work: Path, args) -> dict:
     if name == "rm":
         cfg = load_config(TrainConfig, None, None, data=str(work / "rm.jsonl"), method=args.rm_method, lr=args.rm_lr,
                           epochs=args.rm_epochs, **common)
-        return align.rm(cfg)
+        return rm.rm(cfg)
     if name == "dpo":
         cfg = load_config(TrainConfig, None, None, data=str(work / "dpo.jsonl"), method="lora", lr=1e-4,
                           epochs=1, **{**common, "batch_size": 4}, dpo={"beta": 0.1})
-        return align.dpo(cfg)
+        return dpo.dpo(cfg)
     cfg = load_config(TrainConfig, None, None, data=str(work / "ppo.jsonl"), method="lora", lr=1e-4,
                       epochs=args.ppo_rollouts, **common, rm={"models": [str(work / "rm")]},
                       ppo={"rollout_size": 8, "max_new_tokens": args.max_new_tokens, "kl_coef": 0.05,

@@ -78,7 +78,7 @@ def judge_backend(args, lm):
 def train_arm(name: str, records: list[dict], args) -> tuple[str, float, int]:
     from lmlab.config import load_config
     from lmlab.train.config import TrainConfig
-    from lmlab.train.run import sft
+    from lmlab.train.sft import sft
 
     out = Path(args.out) / name
     out.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,7 @@ def rate(rows: list[dict]) -> float:
 
 def run_lmlab(steps: int, n: int, variant: str, out: Path) -> dict:
     from lmlab.train.config import TrainConfig
-    from lmlab.train.run import sft
+    from lmlab.train.sft import sft
 
     data = out / "data.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in dialogues(n)))

@@ -84,8 +84,8 @@ def plot_ppo(metrics: Path, png: Path) -> Path:
 
 
 def main() -> None:
-    from lmlab.train import align, rl, run
-    from lmlab.train.objectives.reward import load as load_reward
+    from lmlab.train import dpo as train_dpo, rl, rm as train_rm, sft as train_sft
+    from lmlab.train.reward_model import load as load_reward
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/instructgpt")
@@ -99,9 +99,9 @@ def main() -> None:
     data = make_data(out, args.pairs, args.held, args.seed)
     report = {}
 
-    sft = run.sft(config(data=data["sft"], output=str(out / "sft"), epochs=1, lr=5e-4))
+    sft = train_sft.sft(config(data=data["sft"], output=str(out / "sft"), epochs=1, lr=5e-4))
     report["sft_loss"] = sft["loss"]
-    rm = align.rm(config(model=sft["final"], data=data["pairs"], eval_data=data["held"], output=str(out / "rm"),
+    rm = train_rm.rm(config(model=sft["final"], data=data["pairs"], eval_data=data["held"], output=str(out / "rm"),
                          epochs=1, lr=5e-4))
     report["rm_held_out_accuracy"] = rm["eval_accuracy"]
     ppo = rl.ppo(config(model=sft["final"], data=data["pairs"], eval_data=data["held"], output=str(out / "ppo"),
@@ -111,7 +111,7 @@ def main() -> None:
     rows = [json.loads(l) for l in (out / "ppo" / "metrics.jsonl").read_text().splitlines()]
     report["ppo"] = {k: {"start": rows[0].get(k), "end": rows[-1].get(k)} for k in ("eval_reward", "eval_kl", "eval_length")}
     report["ppo_curves"] = str(plot_ppo(out / "ppo" / "metrics.jsonl", out / "ppo_curves.png"))
-    dpo = align.dpo(config(model=sft["final"], data=data["pairs"], eval_data=data["held"], output=str(out / "dpo"),
+    dpo = train_dpo.dpo(config(model=sft["final"], data=data["pairs"], eval_data=data["held"], output=str(out / "dpo"),
                            epochs=1, lr=2e-4, batch_size=4))
     report["dpo_held_out_implicit_accuracy"] = dpo["eval_accuracy"]
     scorer = load_reward(out / "rm")

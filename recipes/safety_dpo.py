@@ -29,7 +29,7 @@ def main() -> None:
 
     from lmlab.config import load_config
     from lmlab.safety import evaluate, pairs
-    from lmlab.train.align import dpo
+    from lmlab.train.dpo import dpo
     from lmlab.train.config import TrainConfig
 
     out = Path(args.out)

@@ -163,7 +163,7 @@ def test_diverging_sft_run_exits_non_zero_without_saving_wrecked_weights(tiny_fo
 # ---- data -----------------------------------------------------------------------------------------
 
 def test_non_utf8_data_names_file_line_and_byte_offset_before_the_model_loads(tmp_path):
-    from lmlab.train.run import sft
+    from lmlab.train.sft import sft
 
     good = json.dumps({"prompt": "a", "completion": "b"}).encode() + b"\n"
     path = tmp_path / "latin1.jsonl"

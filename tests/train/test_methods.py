@@ -16,7 +16,8 @@ from lmlab.model.io.hf import load_model
 from lmlab.tokenizer import Tokenizer
 from lmlab.train.config import LoraConfig, TrainConfig
 from lmlab.train.objectives import sft as sft_objective
-from lmlab.train.run import METHODS, apply_method, eval_loss, export, sft_batches
+from lmlab.train.run import METHODS, apply_method, export
+from lmlab.train.sft import eval_loss, sft_batches
 from lmlab.train.trainer import Trainer
 
 LR = {"full": 1e-2, "head": 5e-2, "lora": 5e-2, "adapter": 5e-2, "prefix": 5e-2, "prompt": 0.3}
@@ -179,7 +180,7 @@ def test_folding_the_prefix_mlp_keeps_its_output():
 
 
 def test_unknown_method_is_refused(word_model, tmp_path):
-    from lmlab.train.run import sft
+    from lmlab.train.sft import sft
 
     with pytest.raises(LmlabError, match="unknown method 'bitfit'; choose one of " + ", ".join(METHODS)):
         sft(_cfg("bitfit", *word_model, tmp_path))
@@ -187,7 +188,7 @@ def test_unknown_method_is_refused(word_model, tmp_path):
 
 def test_feature_classifier_trains_on_frozen_features_and_reloads(word_model, tmp_path, capsys):
     from lmlab.train.classify import FeatureClassifier
-    from lmlab.train.run import sft
+    from lmlab.train.sft import sft
 
     folder, _ = word_model
     texts = [" ".join(f"w{s + i}" for i in range(3)) for s in range(2, 50)]

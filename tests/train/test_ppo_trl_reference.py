@@ -29,7 +29,7 @@ TRL_PPO = os.environ.get("LMLAB_TRL_PPO") or (str(_DEFAULT) if _DEFAULT.is_dir()
 @pytest.mark.parametrize("estimator", ["k1", "k3"])
 def test_one_ppo_update_matches_trl_ppo_trainer(tmp_path, estimator):
     from lmlab.model.io.hf import load_model
-    from lmlab.train.objectives.reward import RewardModel
+    from lmlab.train.reward_model import RewardModel
 
     env = {**os.environ, "PYTHONPATH": TRL_PPO}
     script = Path(__file__).with_name("trl_ppo_reference.py")

@@ -17,7 +17,7 @@ from lmlab.train import checkpoint
 SCRIPT = textwrap.dedent("""
     import os, signal, sys
     from lmlab.train.config import TrainConfig
-    from lmlab.train import run
+    from lmlab.train import run, sft as sft_stage
     from lmlab.train.objectives import sft
     from lmlab.train.trainer import Trainer
 
@@ -36,7 +36,7 @@ SCRIPT = textwrap.dedent("""
             os.kill(os.getpid(), signal.SIGKILL)
         return sft.loss(m, batch)
 
-    Trainer(model, loss, run.sft_batches(cfg, tok, data), cfg).fit()
+    Trainer(model, loss, sft_stage.sft_batches(cfg, tok, data), cfg).fit()
 """)
 
 

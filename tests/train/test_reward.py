@@ -8,6 +8,7 @@ import copy
 import pytest
 import torch
 
+from lmlab.train import reward_model
 from lmlab.train.objectives import reward
 from lmlab.train.preference import Ranked
 
@@ -38,7 +39,7 @@ def models(tiny):
     hf.score.weight.data.normal_(0, 0.5)
     head = torch.nn.Linear(config.hidden_size, 1, bias=False)
     head.weight.data.copy_(hf.score.weight.data)
-    return hf, reward.RewardModel(copy.deepcopy(ours_lm), head)
+    return hf, reward_model.RewardModel(copy.deepcopy(ours_lm), head)
 
 
 @pytest.mark.parametrize("center", [None, 0.01])
@@ -85,6 +86,6 @@ def test_score_equals_separate_forward_passes(models):
 def test_combined_rewards_sum_with_weights_or_gate_on_safety():
     helpful = lambda items: [1.0, 2.0]
     safety = lambda items: [-1.0, 0.5]
-    assert reward.Combined([helpful, safety], [1.0, 2.0])([None, None]) == [-1.0, 3.0]
+    assert reward_model.Combined([helpful, safety], [1.0, 2.0])([None, None]) == [-1.0, 3.0]
     # Llama 2: an unsafe answer (safety score under the threshold) gets the safety score
-    assert reward.Combined([helpful, safety], how="gate", threshold=0.0)([None, None]) == [-1.0, 2.0]
+    assert reward_model.Combined([helpful, safety], how="gate", threshold=0.0)([None, None]) == [-1.0, 2.0]

@@ -15,7 +15,7 @@ from lmlab.train.config import TrainConfig
 @pytest.fixture(scope="module")
 def setup(tiny, hf_tokenizer, tmp_path_factory):
     """A tiny model folder with a tokenizer, preference data over its words, a trained LoRA RM."""
-    from lmlab.train import align
+    from lmlab.train.rm import rm
 
     _, _, folder = tiny("base", 2)
     hf_tokenizer.save_pretrained(folder)
@@ -34,8 +34,7 @@ def setup(tiny, hf_tokenizer, tmp_path_factory):
                 "max_length": 32, "batch_size": 4, "lr": 5e-3, "progress": False, "lora": {"r": 4, "dropout": 0.0}}
         return load_config(TrainConfig, None, None, **{**base, **kw})
 
-    rm = align.rm(config("rm", max_steps=6, eval_data=str(data)))
-    return config, tmp, rm
+    return config, tmp, rm(config("rm", max_steps=6, eval_data=str(data)))
 
 
 def _metrics(path):
@@ -82,14 +81,14 @@ def test_reward_model_on_the_policy_trunk_scores_like_the_exported_one(setup, me
 
     from lmlab.model.io.hf import load_model
     from lmlab.model.peft.lora import apply_lora
-    from lmlab.train import align
-    from lmlab.train.objectives import reward
+    from lmlab.train import reward_model
+    from lmlab.train.rm import rm
 
     config, tmp, _ = setup
     run = tmp / "rm"
     if method == "feature":
         run = tmp / "rm_probe"
-        align.rm(config("rm_probe", max_steps=2, method="feature"))
+        rm(config("rm_probe", max_steps=2, method="feature"))
     cfg = config("unused")
     policy = load_model(cfg.model)
     apply_lora(policy, 4, cfg.lora.alpha, 0.0)
@@ -97,10 +96,10 @@ def test_reward_model_on_the_policy_trunk_scores_like_the_exported_one(setup, me
         if "lora_B" in name:
             torch.nn.init.normal_(p, 0, 0.5)
     before = {n: p.clone() for n, p in policy.named_parameters()}
-    shared = reward.load(run, policy, cfg.model)
+    shared = reward_model.load(run, policy, cfg.model)
     assert isinstance(shared, type(lambda: 0))  # on the policy, not a loaded model's bound method
     items = [([5, 6, 7], [[8, 9], [10]]), ([11], [[12, 13, 1]])]
-    assert shared(items) == pytest.approx(reward.load(run)(items), abs=1e-4)
+    assert shared(items) == pytest.approx(reward_model.load(run)(items), abs=1e-4)
     assert all(torch.equal(p, before[n]) for n, p in policy.named_parameters())  # swapped back
 
 
@@ -127,15 +126,15 @@ def test_rsft_keeps_one_best_response_per_prompt_and_fine_tunes_on_it(setup):
 
 def test_dpo_with_lora_reference_and_with_precomputed_reference_agree(setup, monkeypatch):
     from lmlab.model.io import hf
-    from lmlab.train import align
+    from lmlab.train.dpo import dpo
 
     loads = []
     original = hf.load_model
     monkeypatch.setattr(hf, "load_model", lambda *a, **k: loads.append(a) or original(*a, **k))
     config, tmp, _ = setup
-    a = align.dpo(config("dpo", max_steps=3, eval_data=str(tmp / "prefs.jsonl")))
+    a = dpo(config("dpo", max_steps=3, eval_data=str(tmp / "prefs.jsonl")))
     assert len(loads) == 1  # the reference is the adapter-disabled policy, not a second model
-    b = align.dpo(config("dpo_pre", max_steps=3, eval_data=str(tmp / "prefs.jsonl"), dpo={"precompute_ref": True}))
+    b = dpo(config("dpo_pre", max_steps=3, eval_data=str(tmp / "prefs.jsonl"), dpo={"precompute_ref": True}))
     assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
     assert a["eval_accuracy"] == pytest.approx(b["eval_accuracy"])
 
@@ -145,11 +144,11 @@ def test_dpo_trains_without_lora_dropout_unless_asked(setup, disable):
     from torch import nn
 
     from lmlab.model.peft.lora import LoRALinear
-    from lmlab.train import align
+    from lmlab.train import dpo
 
     config, _, _ = setup
     cfg = config("dpo_dropout", lora={"r": 4, "dropout": 0.1}, dpo={"disable_dropout": disable})
-    model = align.start(cfg, "dpo")[1]
+    model = dpo.start(cfg).model
     lora = [m for m in model.modules() if isinstance(m, LoRALinear)]
     assert lora and all(isinstance(m.dropout, nn.Identity) == disable for m in lora)
     assert cfg.lora.dropout == (0.0 if disable else 0.1)  # what the saved adapter records

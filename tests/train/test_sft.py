@@ -122,7 +122,7 @@ def test_cli_run_writes_metrics_curve_and_a_loadable_model(tiny_folder, tiny_dat
 
 
 def test_int8_base_lora_trains_only_the_adapters(tiny_folder, tiny_data, tmp_path):
-    from lmlab.train.run import sft as run_sft
+    from lmlab.train.sft import sft as run_sft
 
     cfg = TrainConfig(model=str(tiny_folder), data=str(tiny_data), output=str(tmp_path / "q"), max_steps=3,
                       batch_size=4, lr=1e-2, progress=False)
@@ -135,7 +135,7 @@ def test_int8_base_lora_trains_only_the_adapters(tiny_folder, tiny_data, tmp_pat
 
 
 def test_nan_loss_stops_with_the_last_good_checkpoint(tiny_folder, tiny_data, tmp_path):
-    from lmlab.train.run import sft as run_sft
+    from lmlab.train.sft import sft as run_sft
 
     # An absurd learning rate overflows the weights after the first update (the weight-growth guard,
     # which would stop it at once, is off: this is the non-finite guard's test).

@@ -37,9 +37,9 @@ FLAGS = {
 }
 # Objectives trained from comparisons or a reward model: name -> (function, help).
 PREFERENCE = {
-    "rm": ("lmlab.train.align:rm", "reward model on preference pairs (eval_accuracy: held-out pair accuracy)"),
-    "dpo": ("lmlab.train.align:dpo", "direct preference optimisation (eval_accuracy: implicit-reward accuracy)"),
-    "pro": ("lmlab.train.align:pro", "preference ranking optimisation over ranked lists"),
+    "rm": ("lmlab.train.rm:rm", "reward model on preference pairs (eval_accuracy: held-out pair accuracy)"),
+    "dpo": ("lmlab.train.dpo:dpo", "direct preference optimisation (eval_accuracy: implicit-reward accuracy)"),
+    "pro": ("lmlab.train.pro:pro", "preference ranking optimisation over ranked lists"),
     "ppo": ("lmlab.train.rl:ppo", "RLHF: PPO against a reward model with a KL penalty"),
     "grpo": ("lmlab.train.rl:grpo", "group-relative policy optimisation against a reward model"),
     "rsft": ("lmlab.train.rl:rsft", "rejection sampling: best of K samples by a reward model, then SFT"),
@@ -72,7 +72,7 @@ def register(sub, common) -> None:
     tsub = t.add_subparsers(dest="objective", metavar="OBJECTIVE", required=True)
     s = tsub.add_parser("sft", parents=[common, _options()],
                         help="supervised fine-tuning (instruction tuning), LoRA or full")
-    s.set_defaults(func=cmd_train, run="lmlab.train.run:sft")
+    s.set_defaults(func=cmd_train, run="lmlab.train.sft:sft")
     tsub.add_parser("pretrain", parents=[common, _options()],
                     help="a model from scratch on a corpus (pretrain.* keys: architecture, MoE, tokenizer)"
                     ).set_defaults(func=cmd_train, run="lmlab.train.pretrain:pretrain")

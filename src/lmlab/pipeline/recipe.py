@@ -70,7 +70,7 @@ class AdaptStage:
 
 @dataclass
 class SftStage:
-    """Instruction tuning with lmlab.train.run.sft: `flan` (built-in FLAN-style tasks, whole
+    """Instruction tuning with lmlab.train.sft.sft: `flan` (built-in FLAN-style tasks, whole
     clusters held out) or a .jsonl of records."""
     data: str = "flan"
     method: str = "lora"

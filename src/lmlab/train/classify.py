@@ -21,7 +21,8 @@ from torch import nn
 from lmlab.errors import LmlabError
 from lmlab.train import data as D
 from lmlab.train.config import TrainConfig
-from lmlab.train.trainer import Batches, Trainer
+from lmlab.train.run import Run
+from lmlab.train.trainer import Batches
 
 
 def read_labelled(path: str) -> tuple[list[str], list[str]]:
@@ -92,21 +93,17 @@ def _evaluator(x, y):
     return evaluate
 
 
-def train_feature(cfg: TrainConfig) -> dict:
-    from lmlab.config import save_config
-    from lmlab.report.curves import plot_curves
-    from lmlab.train.distributed import setup
-    from lmlab.train.run import apply_method, load_base
-
-    if not cfg.data:
-        raise LmlabError("no training data: give a classification file (text/label or prompt/completion)")
-    d = setup(cfg.device)
-    model, tokenizer, folder = load_base(cfg)
-    texts, labels = read_labelled(cfg.data)
+def feature(cfg: TrainConfig) -> dict:
+    """`lmlab train sft --method feature` on the run skeleton: the frozen model's features of
+    each text, once; then a linear classifier trains on them."""
+    run = Run(cfg, "sft", "feature classifier",
+              "no training data: give a classification file (text/label or prompt/completion)",
+              check=read_labelled, quiet=True)
+    texts, labels = run.read["data"]
     classes = sorted(set(labels))
     if len(classes) < 2:
         raise LmlabError(f"{cfg.data}: a classifier needs at least two labels, found {classes}")
-    info = apply_method(model, cfg, quiet=True)
+    model, tokenizer, d, info = run.model, run.tokenizer, run.d, run.info
     head = nn.Linear(model.config.dim, len(classes))
     trainable = sum(p.numel() for p in head.parameters())
     info.update(trainable_params=trainable, trainable_fraction=trainable / info["total_params"])
@@ -119,22 +116,16 @@ def train_feature(cfg: TrainConfig) -> dict:
     y = torch.tensor([classes.index(label) for label in labels])
     evaluate = None
     if cfg.eval_data:
-        eval_texts, eval_labels = read_labelled(cfg.eval_data)
+        eval_texts, eval_labels = run.read["eval_data"]
         known = [i for i, label in enumerate(eval_labels) if label in classes]
         ex = features(model, [encode(tokenizer, eval_texts[i], cfg.chat_template, cfg.max_length) for i in known])
         evaluate = _evaluator(ex, torch.tensor([classes.index(eval_labels[i]) for i in known]))
-    trainer = Trainer(head, loss, _batches(x, y, [len(i) for i in ids], cfg.batch_size * d.world, cfg.seed),
-                      cfg, evaluate, d)
-    result = {**info, **trainer.fit()}
-    out = Path(cfg.output)
-    if d.main:
-        save_config(cfg, out / "config.yaml")
-        base = str(Path(cfg.model).resolve()) if cfg.model and Path(cfg.model).exists() else cfg.model or "smollm2"
-        result["final"] = str(save_classifier(head, classes, out / "classifier", base, cfg))
-        if (out / "metrics.jsonl").is_file():
-            result["curves"] = str(plot_curves(out / "metrics.jsonl", out / "loss.png", "feature classifier"))
-    d.barrier()
-    return result
+    result = run.fit(loss, _batches(x, y, [len(i) for i in ids], cfg.batch_size * d.world, cfg.seed), evaluate,
+                     model=head)
+    base = str(Path(cfg.model).resolve()) if cfg.model and Path(cfg.model).exists() else cfg.model or "smollm2"
+    return run.finish(result, model=head,
+                      save=lambda h, _: save_classifier(h, classes, Path(cfg.output) / "classifier", base, cfg),
+                      rebuild=lambda: nn.Linear(model.config.dim, len(classes)))
 
 
 def save_classifier(head: nn.Linear, classes: list[str], out_dir: Path, base_model: str, cfg: TrainConfig) -> Path:

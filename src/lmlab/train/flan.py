@@ -178,3 +178,51 @@ def accuracy(lm, records: list[dict], max_new_tokens: int = 24) -> tuple[dict, l
     scores = {c: sum(v) / len(v) for c, v in sorted(per.items())}
     scores["all"] = sum(r["correct"] for r in rows) / max(len(rows), 1)
     return scores, rows
+
+
+# ---- `lmlab train sft --data flan`: the data written, the held-out clusters scored before and after
+
+def write_data(cfg) -> tuple[str, list[dict]]:
+    """DIR/data/train.jsonl and heldout.jsonl from cfg.flan: (the training file, the held-out records)."""
+    import json
+    from pathlib import Path
+
+    train, held = make_data(cfg.flan.per_family, cfg.flan.holdout, cfg.seed, cfg.flan.eval_per_family)
+    out = Path(cfg.output) / "data"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("train.jsonl", train), ("heldout.jsonl", held)):
+        (out / name).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    print(f"built-in instruction data: {len(train)} training records from clusters outside "
+          f"{', '.join(cfg.flan.holdout)}; {len(held)} held-out records -> {out}")
+    return str(out / "train.jsonl"), held
+
+
+def score(model, tokenizer, folder, held: list[dict]) -> tuple[dict, list[dict]]:
+    """`accuracy` of a model in training (its train/eval mode kept)."""
+    import torch
+
+    from lmlab.lm import LM
+
+    was_training = model.training
+    with torch.no_grad():
+        scores, rows = accuracy(LM(model.eval(), tokenizer, folder), held)
+    model.train(was_training)
+    return scores, rows
+
+
+def report(before, after, cfg) -> dict:
+    """Tables of the scores before and after, DIR/flan.json, and the result's accuracies."""
+    import json
+    from pathlib import Path
+
+    from lmlab.report.table import print_table
+
+    (b, b_rows), (a, a_rows) = before, after
+    print_table([{"held-out cluster": c, "accuracy before": f"{b[c]:.2f}", "accuracy after": f"{a[c]:.2f}"}
+                 for c in b], title="FLAN effect: exact-match accuracy on task clusters never trained on")
+    print_table([{"prompt": r0["prompt"], "reference": r0["completion"], "before": r0["answer"].strip()[:60],
+                  "after": r1["answer"].strip()[:60]} for r0, r1 in list(zip(b_rows, a_rows))[::max(1, len(b_rows) // 4)]],
+                title="sample answers")
+    Path(cfg.output, "flan.json").write_text(json.dumps({"before": b, "after": a, "answers_after": a_rows}, indent=1),
+                                             encoding="utf-8")
+    return {"heldout_accuracy_before": b["all"], "heldout_accuracy_after": a["all"]}

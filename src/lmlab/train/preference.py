@@ -22,7 +22,9 @@ import re
 from dataclasses import dataclass
 
 from lmlab.errors import LmlabError
-from lmlab.train.data import read_records
+from lmlab.train.data import length_batches, read_records
+
+NO_DATA = "no training data: give data (a .jsonl/.parquet file)"  # the training stages' error
 
 
 @dataclass
@@ -303,3 +305,25 @@ def tokenize_all(comparisons: list[Comparison], tokenizer, max_length: int, chat
         comparisons = [p for c in comparisons for p in pairs(c)]
     out = [tokenize(c, tokenizer, max_length, chat_template) for c in comparisons]
     return [r for r in out if len({tuple(x) for x in r.responses}) == len(r.responses)]
+
+
+def comparison_batches(cfg, tokenizer, path: str, collate, world: int = 1, as_pairs: bool = True):
+    """Tokenised comparisons (ranked lists split into pairs unless as_pairs is False), batched
+    by similar length: the trainer's Batches."""
+    from lmlab.train.trainer import Batches
+
+    stats = {"reported": True}  # the run's start has reported unusable rows already
+    comparisons = read_comparisons(path, cfg.skip_bad_rows, stats, cfg.strict)
+    if stats.get("skipped_rows"):
+        print(f"{path}: skipped {stats['skipped_rows']} bad record(s)")
+    examples = tokenize_all(comparisons, tokenizer, cfg.max_length, cfg.chat_template, as_pairs)
+    if not examples:
+        raise LmlabError(f"{path}: no usable comparisons")
+    lengths = [len(e.prompt) + sum(len(r) for r in e.responses) for e in examples]
+    global_batch = cfg.batch_size * world
+
+    def plan(epoch):
+        return [b for b in length_batches(lengths, global_batch, cfg.seed, epoch) if len(b) == global_batch] \
+            or [list(range(len(lengths)))]
+
+    return Batches(examples, plan, collate)

@@ -25,7 +25,8 @@ from lmlab.train import corpus, scaling
 from lmlab.train.config import PretrainConfig, TrainConfig
 from lmlab.train.data import IGNORE
 from lmlab.train.objectives import pretrain as objective, sft
-from lmlab.train.trainer import Batches, Trainer
+from lmlab.train.run import Run
+from lmlab.train.trainer import Batches
 
 
 def tokenizer_folder(p: PretrainConfig, texts: list[str] | None = None, out: Path | None = None) -> Path:
@@ -151,21 +152,19 @@ def evaluate_rows(rows: dict, batch_size: int):
 
 # ---- the run ----------------------------------------------------------------------------------
 
+NO_CORPUS = "no corpus: give data (text/JSONL/Parquet files, a folder, or stories:N)"
+
+
 def pretrain(cfg: TrainConfig) -> dict:
     """Train a model from scratch on cfg.data; returns the last metrics, MFU, samples and paths."""
+    from lmlab.model.io.hf import save_model
     from lmlab.model.transformer import Transformer
     from lmlab.tokenizer import Tokenizer
-    from lmlab.train.distributed import setup
 
-    if not cfg.data:
-        raise LmlabError("no corpus: give data (text/JSONL/Parquet files, a folder, or stories:N)")
-    if cfg.output == TrainConfig.output:
-        cfg.output = "runs/pretrain"
-    p, out, T = cfg.pretrain, Path(cfg.output), cfg.max_length
-    d = setup(cfg.device)
-    texts = corpus.read_corpus(cfg.data)
-    if p.init:
-        return continue_pretraining(cfg, d, texts)
+    if cfg.pretrain.init:
+        return continue_pretraining(cfg)
+    run = Run(cfg, "pretrain", "pretraining", NO_CORPUS, check=corpus.read_corpus, base=None, eval_data=False)
+    p, out, T, d, texts = cfg.pretrain, Path(cfg.output), cfg.max_length, run.d, run.read["data"]
     if d.main:  # rank 0 trains the tokenizer (if any); after the barrier every rank finds it on disk
         tokenizer_folder(p, texts, out)
     d.barrier()
@@ -185,78 +184,55 @@ def pretrain(cfg: TrainConfig) -> dict:
               f"({counts['active'] / 1e6:.2f}M active per token{kind}) on {train_rows['ids'].numel():,} tokens "
               f"({len(train_rows['ids'])} rows of {T}); {val_rows['ids'].numel():,} validation tokens")
     data = row_batches(train_rows, cfg.batch_size * d.world, cfg.seed)
-    trainer = Trainer(model, objective.loss, data, cfg, evaluate_rows(val_rows, cfg.batch_size), d)
-    result = trainer.fit()
+    result = run.fit(objective.loss, data, evaluate_rows(val_rows, cfg.batch_size), model=model)
     achieved = result.get("tokens_per_s", 0.0) * flops_token
     result.update({"params": counts["total"], "active_params": counts["active"], "flops_per_token": flops_token,
                    "model_flops_per_s": achieved, "peak_flops_per_s": peak * d.world,
                    "mfu": achieved / (peak * d.world)})
     if "eval_loss" in result:
         result["eval_ppl"] = math.exp(min(result["eval_loss"], 50))
-    return finish(trainer, model, config, tokenizer, folder, cfg, result)
+
+    def save(m, result):  # DIR/final: an HF folder with the tokenizer
+        result.update(samples(m, tokenizer, p.samples))
+        return save_model(m.eval(), out / "final", tokenizer_folder=folder)
+
+    return run.finish(result, model=model, save=save, rebuild=lambda: Transformer(config))
 
 
-def continue_pretraining(cfg: TrainConfig, d, texts: list[str]) -> dict:
+def continue_pretraining(cfg: TrainConfig) -> dict:
     """`--init MODEL`: the next-token objective on loaded weights (domain-adaptive pretraining),
     packed as above, full or LoRA (`method`). The validation split is scored before and after,
     so the result says how far the domain's perplexity fell."""
-    from lmlab.model.io.hf import load_model
-    from lmlab.model.io.resolve import resolve
-    from lmlab.tokenizer import Tokenizer
-    from lmlab.train import run
-
     if cfg.method not in ("full", "lora"):
         raise LmlabError(f"pretrain.init: method must be full or lora, got {cfg.method!r}")
-    folder = resolve(cfg.pretrain.init)
-    tokenizer = Tokenizer.from_folder(folder)
-    torch.manual_seed(cfg.seed)
-    model = load_model(folder).train()
-    if cfg.max_length > model.config.max_seq_len:
-        raise LmlabError(f"max_length={cfg.max_length} exceeds the model's context of {model.config.max_seq_len}")
-    train_rows, val_rows = split_rows(texts, tokenizer, cfg.max_length, cfg.pretrain.val_fraction, cfg.seed)
-    evaluate = evaluate_rows(val_rows, cfg.batch_size)
-    with torch.no_grad():
-        before = evaluate(model.eval())["eval_loss"]
-    model.train()
-    info = run.apply_method(model, cfg, quiet=not d.main)
-    if d.main:
-        print(f"continued pretraining of {folder} on {train_rows['ids'].numel():,} tokens "
+    rows = {}
+
+    def score_before(run: Run) -> None:  # the starting model on the validation split
+        if cfg.max_length > run.model.config.max_seq_len:
+            raise LmlabError(f"max_length={cfg.max_length} exceeds the model's context of "
+                             f"{run.model.config.max_seq_len}")
+        rows["train"], rows["val"] = split_rows(run.read["data"], run.tokenizer, cfg.max_length,
+                                                cfg.pretrain.val_fraction, cfg.seed)
+        rows["evaluate"] = evaluate_rows(rows["val"], cfg.batch_size)
+        with torch.no_grad():
+            rows["before"] = rows["evaluate"](run.model.eval())["eval_loss"]
+        run.model.train()
+
+    run = Run(cfg, "pretrain", "continued pretraining", NO_CORPUS, check=corpus.read_corpus,
+              base=cfg.pretrain.init, before_method=score_before, eval_data=False)
+    train_rows, before = rows["train"], rows["before"]
+    if run.d.main:
+        print(f"continued pretraining of {run.folder} on {train_rows['ids'].numel():,} tokens "
               f"({len(train_rows['ids'])} rows of {cfg.max_length}); validation perplexity before: "
               f"{math.exp(min(before, 50)):.3f}")
-    data = row_batches(train_rows, cfg.batch_size * d.world, cfg.seed)
-    trainer = Trainer(model, objective.loss, data, cfg, evaluate, d)
-    result = {**info, **trainer.fit(), "init_eval_loss": before, "init_eval_ppl": math.exp(min(before, 50))}
+    data = row_batches(train_rows, cfg.batch_size * run.d.world, cfg.seed)
+    result = {**run.fit(objective.loss, data, rows["evaluate"]), "init_eval_loss": before,
+              "init_eval_ppl": math.exp(min(before, 50))}
     if "eval_loss" in result:
         result["eval_ppl"] = math.exp(min(result["eval_loss"], 50))
-    if d.main:
-        result.update(samples(model, tokenizer, cfg.pretrain.samples))
-    return run.finish(trainer, model, folder, cfg, result, "continued pretraining")
-
-
-def finish(trainer, model, config, tokenizer, folder, cfg: TrainConfig, result: dict) -> dict:
-    """Samples, DIR/final (an HF folder with the tokenizer), DIR/loss.png and the resolved config,
-    by rank 0. Under FSDP the shards are first gathered into a fresh model of the same config."""
-    from lmlab.config import save_config
-    from lmlab.model.io.hf import save_model
-    from lmlab.model.transformer import Transformer
-    from lmlab.report.curves import plot_curves
-
-    out = Path(cfg.output)
-    if trainer.d.world > 1 and cfg.distributed == "fsdp":
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        state = get_model_state_dict(trainer.module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        if trainer.d.main:
-            model = Transformer(config)
-            model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
-    if trainer.d.main:
-        result.update(samples(model, tokenizer, cfg.pretrain.samples))
-        save_config(cfg, out / "config.yaml")
-        result["final"] = str(save_model(model.eval(), out / "final", tokenizer_folder=folder))
-        if (out / "metrics.jsonl").is_file():
-            result["curves"] = str(plot_curves(out / "metrics.jsonl", out / "loss.png", "pretraining"))
-    trainer.d.barrier()
-    return result
+    if run.d.main:
+        result.update(samples(run.model, run.tokenizer, cfg.pretrain.samples))
+    return run.finish(result)
 
 
 def samples(model, tokenizer, prompts: list[str], max_tokens: int = 60) -> dict:

@@ -25,8 +25,9 @@ from lmlab.train.config import TrainConfig
 from lmlab.train.objectives import grpo as G
 from lmlab.train.objectives import ppo as P
 from lmlab.train.objectives import responses as R
-from lmlab.train.preference import prompt_ids, read_prompts
-from lmlab.train.trainer import Batches, Trainer, _to
+from lmlab.train.preference import NO_DATA, prompt_ids, read_prompts
+from lmlab.train.run import Run, reference_model
+from lmlab.train.trainer import Batches, _to
 
 
 def completion_ids(c) -> list[int]:
@@ -178,44 +179,32 @@ def _split(flat: torch.Tensor, chunk) -> list[torch.Tensor]:
 
 # ---- runs ------------------------------------------------------------------------------------------
 
-def _setup(cfg: TrainConfig, name: str):
-    """Shared by ppo, grpo and rsft: model, tokenizer, engine, prompts and the reward scorer."""
+def _start(cfg: TrainConfig, name: str, title: str):
+    """Shared by ppo, grpo and rsft: the run's start, the engine, the prompts' encoder and the
+    reward scorer."""
     from lmlab.lm import LM
-    from lmlab.train.align import start
-    from lmlab.train.objectives.reward import load_scorer
+    from lmlab.train.reward_model import load_scorer
 
-    d, model, tokenizer, folder, info = start(cfg, name)
-    if d.world > 1:
+    run = Run(cfg, name, title, NO_DATA, check=lambda path: read_prompts(path, cfg.skip_bad_rows, cfg.strict))
+    if run.d.world > 1:
         raise LmlabError(f"{name} runs in one process (rollouts are not sharded across ranks)")
-    model.to(d.device)
-    scorer = load_scorer(cfg, model, folder, d.device)
-    engine = LM(model, tokenizer, Path(folder)).engine
+    run.model.to(run.d.device)
+    scorer = load_scorer(cfg, run.model, run.folder, run.d.device)
+    engine = LM(run.model, run.tokenizer, Path(run.folder)).engine
     engine.max_batch = max(engine.max_batch, cfg.ppo.samples)
-    encode = lambda path: [prompt_ids(p, tokenizer, cfg.chat_template)[-cfg.max_length // 2:]
+    encode = lambda path: [prompt_ids(p, run.tokenizer, cfg.chat_template)[-cfg.max_length // 2:]
                            for p in read_prompts(path, cfg.skip_bad_rows, cfg.strict)]
-    return d, model, tokenizer, folder, info, scorer, engine, encode
-
-
-def _reference(cfg: TrainConfig, folder, device):
-    if cfg.method == "lora":
-        return None  # the adapter-disabled policy
-    from lmlab.model.io.hf import load_model
-
-    ref = load_model(folder).to(device).eval()
-    for p in ref.parameters():
-        p.requires_grad_(False)
-    return ref
+    return run, scorer, engine, encode
 
 
 def _rl(cfg: TrainConfig, name: str, title: str) -> dict:
-    from lmlab.train.run import finish
-
-    d, model, tokenizer, folder, info, scorer, engine, encode = _setup(cfg, name)
+    run, scorer, engine, encode = _start(cfg, name, title)
     prompts = encode(cfg.data)
     if len(prompts) < cfg.ppo.rollout_size:
         raise LmlabError(f"{cfg.data}: {len(prompts)} prompts, fewer than ppo.rollout_size={cfg.ppo.rollout_size}")
-    value = P.PolicyValue(model) if name == "ppo" else None
-    rollouts = Rollouts(cfg, model, engine, prompts, scorer, _reference(cfg, folder, d.device), value)
+    value = P.PolicyValue(run.model) if name == "ppo" else None
+    reference = reference_model(cfg, run.folder, run.d.device)
+    rollouts = Rollouts(cfg, run.model, engine, prompts, scorer, reference, value)
     c = cfg.ppo
     if name == "ppo":
         loss = P.make_loss(c.clip, c.clip_value, c.vf_coef, c.temperature)
@@ -223,17 +212,9 @@ def _rl(cfg: TrainConfig, name: str, title: str) -> dict:
         loss = G.make_loss(c.clip, c.kl_coef, c.temperature)
     held = encode(cfg.eval_data)[:c.eval_prompts] if cfg.eval_data else None
     evaluate = (lambda m: rollouts.evaluate(held)) if held else None
-    trainer = Trainer(value or model, loss, rollouts.batches(), cfg, evaluate, d)
-    if held and not (cfg.resume and trainer.out.joinpath("checkpoints").is_dir()):
-        _log_start(trainer, rollouts.evaluate(held))
-    result = {**info, **trainer.fit()}
-    return finish(trainer, model, folder, cfg, result, title)
-
-
-def _log_start(trainer: Trainer, metrics: dict) -> None:
-    """The starting model's evaluation as step 0 of metrics.jsonl, the baseline of the curves."""
-    trainer.out.mkdir(parents=True, exist_ok=True)
-    (trainer.out / "metrics.jsonl").write_text(json.dumps({"step": 0, **metrics}) + "\n", encoding="utf-8")
+    result = run.fit(loss, rollouts.batches(), evaluate, model=value or run.model,
+                     baseline=(lambda: rollouts.evaluate(held)) if held else None)
+    return run.finish(result)
 
 
 def ppo(cfg: TrainConfig) -> dict:
@@ -252,12 +233,13 @@ def rsft(cfg: TrainConfig) -> dict:
     them. The kept data is DIR/best_of_K.jsonl."""
     from lmlab.engine.params import SamplingParams
     from lmlab.train.objectives import sft as sft_objective
-    from lmlab.train.run import finish, sft_batches
+    from lmlab.train.sft import sft_batches
 
     c = cfg.ppo
     if c.samples < 2:
         raise LmlabError(f"rsft keeps the best of ppo.samples responses; give ppo.samples >= 2, got {c.samples}")
-    d, model, tokenizer, folder, info, scorer, engine, _ = _setup(cfg, "rsft")
+    run, scorer, engine, _ = _start(cfg, "rsft", "rejection sampling SFT")
+    model, tokenizer = run.model, run.tokenizer
     conversations = read_prompts(cfg.data, cfg.skip_bad_rows, cfg.strict)
     ids = [prompt_ids(p, tokenizer, cfg.chat_template) for p in conversations]
     seen = []
@@ -269,7 +251,7 @@ def rsft(cfg: TrainConfig) -> dict:
     params = [SamplingParams(n=1, best_of=c.samples, temperature=c.temperature, max_tokens=c.max_new_tokens,
                              seed=cfg.seed + 7919 * i) for i in range(len(ids))]
     model.eval()
-    outs = engine.generate(ids, params, scorer=score, progress=cfg.progress and d.main)
+    outs = engine.generate(ids, params, scorer=score, progress=cfg.progress and run.d.main)
     model.train()
     k = c.samples  # the engine scores a request's K samples one after another
     best = [max(seen[i:i + k]) for i in range(0, len(seen), k)]
@@ -279,7 +261,6 @@ def rsft(cfg: TrainConfig) -> dict:
     with path.open("w", encoding="utf-8") as f:
         for conv, o in zip(conversations, outs):
             f.write(json.dumps({"messages": conv + [{"role": "assistant", "content": o.outputs[0].text}]}) + "\n")
-    data = sft_batches(cfg, tokenizer, str(path), d.world)
-    trainer = Trainer(model, sft_objective.loss, data, cfg, None, d)
-    result = {**info, "sample_reward": sum(seen) / len(seen), "best_reward": sum(best) / len(best), **trainer.fit()}
-    return finish(trainer, model, folder, cfg, result, "rejection sampling SFT")
+    data = sft_batches(cfg, tokenizer, str(path), run.d.world)
+    run.info.update(sample_reward=sum(seen) / len(seen), best_reward=sum(best) / len(best))
+    return run.finish(run.fit(sft_objective.loss, data))

@@ -1,35 +1,112 @@
-"""The training API that `lmlab train ...` calls: load, choose what trains, run, export.
+"""The one run skeleton that every `lmlab train STAGE` follows:
 
-`sft(cfg)` is supervised fine-tuning; the pieces it is made of (load_base, apply_method,
-eval_loss, export, finish) are shared with every other objective.
+    run = Run(cfg, "dpo", "DPO", ...)       # start: run folder, data checked, processes, base model, method
+    data, loss, evaluate = ...               # the stage's own pieces, from its module
+    result = run.fit(loss, data, evaluate)   # one Trainer
+    return run.finish(result)                # config.yaml, final/, loss.png (rank 0)
+
+The stages: sft.py (`--method feature`: classify.py), pretrain.py, rm.py, dpo.py, pro.py and rl.py
+(ppo, grpo, rsft). This module also holds what they share: loading the base model, choosing what
+trains (`--method`), the frozen reference model, and the export of the result.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from lmlab.errors import LmlabError
-from lmlab.train import data as D
 from lmlab.train.config import TrainConfig
-from lmlab.train.objectives import sft as sft_objective
-from lmlab.train.trainer import Batches, Trainer
-
-METHODS = ("full", "head", "feature", "lora", "adapter", "prefix", "prompt")
+from lmlab.train.trainer import Trainer
 
 
-def load_base(cfg: TrainConfig):
-    """(model in fp32, tokenizer, folder) for the configured model (bundled default)."""
+class Run:
+    """One training run of a stage. Constructing it is the start: the run folder defaults to
+    runs/STAGE; `check(path)` reads and checks each data file (`read["data"]`, `read["eval_data"]`)
+    before the model loads, so that a bad file fails at once; then the processes, the base model
+    (`base`, default cfg.model; None: the stage builds its own), `before_method(run)` and the
+    method. `eval_data=False`: the stage holds out its own split and never reads cfg.eval_data.
+    `fit` trains with one Trainer, `finish` saves the result. `title` names the loss curve."""
+
+    def __init__(self, cfg: TrainConfig, stage: str, title: str, no_data: str, check: Callable | None = None,
+                 base: str | None = "", before_method: Callable | None = None, quiet: bool = False,
+                 eval_data: bool = True):
+        from lmlab.train.distributed import setup
+
+        if not cfg.data:
+            raise LmlabError(no_data)
+        files = {"data": cfg.data, "eval_data": cfg.eval_data if eval_data else None}
+        self.read = {k: check(path) for k, path in files.items() if path} if check else {}
+        if cfg.output == TrainConfig.output:
+            cfg.output = f"runs/{stage}"
+        self.cfg, self.title, self.base = cfg, title, base
+        self.d = setup(cfg.device)
+        self.model = self.tokenizer = self.folder = self.trainer = None
+        self.info: dict = {}
+        if base is not None:
+            self.model, self.tokenizer, self.folder = load_base(cfg, base or None)
+            if before_method:
+                before_method(self)
+            self.info = apply_method(self.model, cfg, quiet=quiet or not self.d.main)
+
+    def fit(self, loss, data, evaluate=None, model=None, baseline: Callable[[], dict] | None = None) -> dict:
+        """Train `model` (default the base model) on the stage's data and objective; the result is
+        the method's info and the trainer's last metrics. `baseline()` evaluates the starting
+        model as step 0 of metrics.jsonl (not on a resumed run)."""
+        self.trainer = Trainer(self.model if model is None else model, loss, data, self.cfg, evaluate, self.d)
+        if baseline and not (self.cfg.resume and self.trainer.out.joinpath("checkpoints").is_dir()):
+            self.trainer.out.mkdir(parents=True, exist_ok=True)
+            (self.trainer.out / "metrics.jsonl").write_text(json.dumps({"step": 0, **baseline()}) + "\n",
+                                                            encoding="utf-8")
+        return {**self.info, **self.trainer.fit()}
+
+    def finish(self, result: dict, model=None, save: Callable | None = None, rebuild: Callable | None = None) -> dict:
+        """Rank 0 saves the resolved config, DIR/final (`save(model, result)`, default `export`)
+        and the loss curve. Under FSDP the shards are first gathered (every rank takes part) into
+        an unsharded copy: `rebuild()`, default the base model with the method applied."""
+        from lmlab.config import save_config
+        from lmlab.report.curves import plot_curves
+
+        cfg, d, out = self.cfg, self.d, Path(self.cfg.output)
+        model = self.model if model is None else model
+        if d.world > 1 and cfg.distributed == "fsdp":
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            state = get_model_state_dict(self.trainer.module,
+                                         options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+            if d.main:
+                model = rebuild() if rebuild else self.fresh_model()
+                model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+        if d.main:
+            save_config(cfg, out / "config.yaml")
+            result["final"] = str(save(model, result) if save else export(model, self.folder, cfg))
+            if (out / "metrics.jsonl").is_file():
+                result["curves"] = str(plot_curves(out / "metrics.jsonl", out / "loss.png", self.title))
+        d.barrier()
+        return result
+
+    def fresh_model(self):
+        """The base model loaded again with the method applied: the shape of what trained."""
+        model = load_base(self.cfg, self.base or None)[0]
+        apply_method(model, self.cfg, quiet=True)
+        return model
+
+
+def load_base(cfg: TrainConfig, model: str | None = None):
+    """(model in fp32, tokenizer, folder) for `model` (default cfg.model; the bundled model)."""
     from lmlab.model.io.hf import load_model
     from lmlab.model.io.resolve import resolve
     from lmlab.tokenizer import Tokenizer
 
-    folder = resolve(cfg.model)
+    folder = resolve(model or cfg.model)
     torch.manual_seed(cfg.seed)
     return load_model(folder).train(), Tokenizer.from_folder(folder), folder
+
+
+METHODS = ("full", "head", "feature", "lora", "adapter", "prefix", "prompt")
 
 
 def apply_method(model, cfg: TrainConfig, quiet: bool = False) -> dict:
@@ -80,60 +157,6 @@ def untie_head(model) -> None:
     model.config.tie_embeddings = False
 
 
-def sft_records(cfg: TrainConfig, path: str) -> list[dict]:
-    """The records of a data file, each checked to be a supported format (an error naming file:line)."""
-    stats = {}
-    records = D.read_records(path, cfg.skip_bad_rows, stats)
-    if stats.get("skipped_rows"):
-        print(f"{path}: skipped {stats['skipped_rows']} malformed line(s)")
-    for r in records:
-        D.to_messages(r)
-    return records
-
-
-def sft_batches(cfg: TrainConfig, tokenizer, path: str, world: int = 1, records: list[dict] | None = None) -> Batches:
-    """Tokenised, batched examples of `path` (or of its `records`, read already)."""
-    records = sft_records(cfg, path) if records is None else records
-    key = hashlib.sha256((tokenizer.backend.to_str() + str(tokenizer.chat_template)).encode()).hexdigest()
-    examples = D.tokenize_records(records, tokenizer, cfg.max_length, cfg.chat_template, cache_key=key)
-    if not examples:
-        raise LmlabError(f"{path}: no usable training examples")
-    pad = tokenizer.token_id(tokenizer.special_tokens.get("pad_token", "")) or 0
-    lengths = [len(e.ids) for e in examples]
-    global_batch = cfg.batch_size * world
-    if cfg.packing:
-        # A packed micro-batch holds about batch_size * max_length tokens per rank.
-        def plan(epoch):
-            order = D.length_batches(lengths, 1, cfg.seed, epoch)
-            out, cur, used = [], [], 0
-            for [i] in order:
-                if cur and used + lengths[i] > global_batch * cfg.max_length:
-                    out.append(cur)
-                    cur, used = [], 0
-                cur.append(i)
-                used += lengths[i]
-            return out + ([cur] if cur else [])
-    else:
-        def plan(epoch):
-            return [b for b in D.length_batches(lengths, global_batch, cfg.seed, epoch) if len(b) == global_batch] \
-                or [list(range(len(lengths)))]
-    return Batches(examples, plan, lambda ex: sft_objective.collate(ex, pad, cfg.packing, cfg.max_length))
-
-
-def eval_loss(loss_fn, examples, collate, batch_size: int = 8):
-    """A function model -> {"eval_loss": mean loss per counted unit} over fixed examples."""
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i].ids))
-
-    def evaluate(model) -> dict:
-        total, count = 0.0, 0
-        for s in range(0, len(order), batch_size):
-            loss, n, _ = loss_fn(model, collate([examples[i] for i in order[s:s + batch_size]]))
-            total, count = total + float(loss), count + n
-        return {"eval_loss": total / max(count, 1)}
-
-    return evaluate
-
-
 def export(model, folder, cfg: TrainConfig) -> Path:
     """DIR/final: an HF folder with adapters merged into the weights (what --model accepts);
     for LoRA also DIR/adapter in peft's format; for adapter, prefix and prompt only DIR/adapter."""
@@ -159,97 +182,17 @@ def export(model, folder, cfg: TrainConfig) -> Path:
     return out / "final"
 
 
-def finish(trainer: Trainer, model, folder, cfg: TrainConfig, result: dict, title: str) -> dict:
-    """Export, plot, save the resolved config (rank 0)."""
-    from lmlab.config import save_config
-    from lmlab.report.curves import plot_curves
+def reference_model(cfg: TrainConfig, folder, device, path: str | None = None):
+    """The frozen reference of DPO, PPO and GRPO: the model at `path`, else the starting model
+    (`folder`) loaded again; None with LoRA and no `path`, where the policy with its adapters
+    off is the reference and no second copy is needed."""
+    if cfg.method == "lora" and not path:
+        return None
+    from lmlab.cpu import optimize
+    from lmlab.model.io.hf import load_model
+    from lmlab.model.io.resolve import resolve
 
-    out = Path(cfg.output)
-    if trainer.d.world > 1 and cfg.distributed == "fsdp":
-        # Weights are sharded: gather them (every rank takes part) into an unsharded copy.
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        state = get_model_state_dict(trainer.module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        if trainer.d.main:
-            model = load_base(cfg)[0]
-            apply_method(model, cfg, quiet=True)
-            model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
-    if trainer.d.main:
-        save_config(cfg, out / "config.yaml")
-        result["final"] = str(export(model, folder, cfg))
-        if (out / "metrics.jsonl").is_file():
-            result["curves"] = str(plot_curves(out / "metrics.jsonl", out / "loss.png", title))
-    trainer.d.barrier()
-    return result
-
-
-def sft(cfg: TrainConfig) -> dict:
-    """Supervised fine-tuning (instruction tuning); returns the last metrics and output paths."""
-    from lmlab.train.distributed import setup
-
-    if cfg.method == "feature":
-        from lmlab.train.classify import train_feature
-
-        return train_feature(cfg)
-    if not cfg.data:
-        raise LmlabError("no training data: give data (a .jsonl/.parquet file, or flan for the built-in tasks)")
-    flan_run = cfg.data == "flan"
-    # The data is read and checked before the model loads, so that a bad file fails at once.
-    records = None if flan_run else sft_records(cfg, cfg.data)
-    eval_records = sft_records(cfg, cfg.eval_data) if cfg.eval_data else None
-    d = setup(cfg.device)
-    model, tokenizer, folder = load_base(cfg)
-    if flan_run:
-        cfg.data, held = _write_flan(cfg)
-        before = _flan_score(model, tokenizer, folder, held) if d.main else None
-    info = apply_method(model, cfg, quiet=not d.main)
-    data = sft_batches(cfg, tokenizer, cfg.data, d.world, records)
-    evaluate = None
-    if cfg.eval_data:
-        held = sft_batches(cfg, tokenizer, cfg.eval_data, records=eval_records)
-        evaluate = eval_loss(sft_objective.loss, held.examples, held.collate, cfg.batch_size)
-    trainer = Trainer(model, sft_objective.loss, data, cfg, evaluate, d)
-    result = {**info, **trainer.fit()}
-    if flan_run and d.main:
-        result.update(_flan_report(before, _flan_score(model, tokenizer, folder, held), cfg))
-    return finish(trainer, model, folder, cfg, result, "SFT")
-
-
-# ---- the FLAN effect in miniature (--data flan) -----------------------------------------------------
-
-def _write_flan(cfg: TrainConfig) -> tuple[str, list[dict]]:
-    from lmlab.train.flan import make_data
-
-    train, held = make_data(cfg.flan.per_family, cfg.flan.holdout, cfg.seed, cfg.flan.eval_per_family)
-    out = Path(cfg.output) / "data"
-    out.mkdir(parents=True, exist_ok=True)
-    for name, rows in (("train.jsonl", train), ("heldout.jsonl", held)):
-        (out / name).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    print(f"built-in instruction data: {len(train)} training records from clusters outside "
-          f"{', '.join(cfg.flan.holdout)}; {len(held)} held-out records -> {out}")
-    return str(out / "train.jsonl"), held
-
-
-def _flan_score(model, tokenizer, folder, held):
-    from lmlab.lm import LM
-    from lmlab.train.flan import accuracy
-
-    was_training = model.training
-    with torch.no_grad():
-        scores, rows = accuracy(LM(model.eval(), tokenizer, folder), held)
-    model.train(was_training)
-    return scores, rows
-
-
-def _flan_report(before, after, cfg: TrainConfig) -> dict:
-    from lmlab.report.table import print_table
-
-    (b, b_rows), (a, a_rows) = before, after
-    print_table([{"held-out cluster": c, "accuracy before": f"{b[c]:.2f}", "accuracy after": f"{a[c]:.2f}"}
-                 for c in b], title="FLAN effect: exact-match accuracy on task clusters never trained on")
-    print_table([{"prompt": r0["prompt"], "reference": r0["completion"], "before": r0["answer"].strip()[:60],
-                  "after": r1["answer"].strip()[:60]} for r0, r1 in list(zip(b_rows, a_rows))[::max(1, len(b_rows) // 4)]],
-                title="sample answers")
-    Path(cfg.output, "flan.json").write_text(json.dumps({"before": b, "after": a, "answers_after": a_rows}, indent=1),
-                                             encoding="utf-8")
-    return {"heldout_accuracy_before": b["all"], "heldout_accuracy_after": a["all"]}
+    ref = load_model(resolve(path) if path else folder).to(device).eval()
+    optimize(ref, device, "train")  # frozen: its products may take the CPU's faster path
+    ref.requires_grad_(False)
+    return ref

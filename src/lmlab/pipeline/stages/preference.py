@@ -1,5 +1,5 @@
-"""preference: DPO on preference pairs (lmlab.train.align.dpo), or a reward model
-(lmlab.train.align.rm) then PPO or GRPO against it (lmlab.train.rl). The pairs are the data
+"""preference: DPO on preference pairs (lmlab.train.dpo), or a reward model
+(lmlab.train.rm) then PPO or GRPO against it (lmlab.train.rl). The pairs are the data
 stage's curated ones when it ran, else `data` (HH-RLHF harmless-base by default): the first
 `limit` train, the next `eval_limit` are held out."""
 
@@ -36,7 +36,9 @@ def split(path: str, limit: int, eval_limit: int, folder: Path) -> tuple[str, st
 
 
 def run(cfg, ctx, folder: Path) -> dict:
-    from lmlab.train import align, rl
+    from lmlab.train import rl
+    from lmlab.train.dpo import dpo
+    from lmlab.train.rm import rm as train_rm
 
     source = ctx.results.get("data", {}).get("preference") or cfg.data
     pairs, held = split(source, cfg.limit, cfg.eval_limit, folder / "data")
@@ -46,11 +48,11 @@ def run(cfg, ctx, folder: Path) -> dict:
         tc = train_config(ctx, cfg, folder, data=pairs, eval_data=held, max_steps=cfg.max_steps,
                           **{**common, "dpo.beta": cfg.beta})
         start = resumed_from(Path(tc.output))
-        result = align.dpo(tc)
+        result = dpo(tc)
     else:
         rm_cfg = train_config(ctx, cfg, folder, data=pairs, eval_data=held, max_steps=cfg.rm_steps,
                               output=str(folder / "rm"), **common)
-        rm = align.rm(rm_cfg)
+        rm = train_rm(rm_cfg)
         out["reward_model"] = {"metrics": plain(rm), "curve": curve(rm_cfg.output)}
         tc = train_config(ctx, cfg, folder, data=pairs, eval_data=held, max_steps=cfg.max_steps,
                           **{**common, "rm.models": [rm_cfg.output]})

@@ -1,4 +1,4 @@
-"""sft: instruction tuning with lmlab.train.run.sft (what `lmlab train sft` runs), on the data
+"""sft: instruction tuning with lmlab.train.sft.sft (what `lmlab train sft` runs), on the data
 stage's curated records when that stage ran, else on `data` (`flan`: the built-in tasks)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ def inputs(cfg, recipe) -> list[tuple[str, str]]:
 
 
 def run(cfg, ctx, folder: Path) -> dict:
-    from lmlab.train.run import sft
+    from lmlab.train.sft import sft
 
     data = ctx.results.get("data", {}).get("sft") or cfg.data
     tc = train_config(ctx, cfg, folder, data=data, method=cfg.method, max_steps=cfg.max_steps,
