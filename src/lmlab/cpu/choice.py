@@ -10,8 +10,9 @@ and the perplexity that format costs on the script's fixed English text (fp32 = 
 - "scoring": log-likelihoods of long prompts (eval): prefill-bound, and kept in fp32 so that
   scores stay item-by-item equal to lm-evaluation-harness's.
 
-Compiling the decode step is chosen only where it wins after its one-off cost: the
-compilation is cached on disk (compile.cache_dir()), so a second process pays a fraction of it.
+Compiling the decode step (`--compile`) is faster per token once built, but building it costs
+minutes the first time and tens of seconds in every later process (inductor's cache on disk
+makes it cheaper, not free), so the table leaves it to long runs that ask for it.
 """
 
 from __future__ import annotations
@@ -30,16 +31,20 @@ class Choice:
     why: str  # one line: the measurement behind it
 
 
-# CPU kind -> workload -> (weights, compile, what decode.py measured). Perplexity costs on
-# decode.py's text: int8 +0.1%, int4 +4% (group-wise, 128 per group), w8a8 +0.3%.
+# CPU kind -> workload -> (weights, compile, why), from benchmarks/decode.py and the compile cost
+# of `lmlab bench decode --compile` in a fresh process. Compiling is left off by default: even with
+# inductor's cache warm, a new process spends tens of seconds rebuilding the compiled step, more
+# than a one-shot answer takes eagerly, and at many streams it gains only a few percent.
 TABLE = {
     "avx512-vnni": {  # Intel Xeon with AVX-512/VNNI/AMX, AMD Zen 4
-        "one-stream": ("int8", False, "int8 eager: about 3x fp32 eager for one stream, +0.1% perplexity"),
-        "many-streams": ("int8", False, "int8 eager: faster than fp32 at 32 streams, +0.1% perplexity"),
+        "one-stream": ("int8", False, "int8 eager: about 3x fp32 eager for one stream, +0.6% perplexity"),
+        "many-streams": ("w8a8", False, "w8a8 eager (VNNI integer GEMM): about 1.9x fp32 at 32 streams, "
+                                        "+0.3% perplexity"),
     },
     "avx2": {  # AMD Zen 1-3, Intel without AVX-512
-        "one-stream": ("int8", False, "int8 eager: about 2x fp32 eager for one stream, +0.1% perplexity"),
-        "many-streams": ("int8", False, "int8 eager: faster than fp32 at 32 streams, +0.1% perplexity"),
+        "one-stream": ("int8", False, "int8 eager: about 1.8x fp32 eager for one stream, +0.6% perplexity"),
+        "many-streams": ("int8", False, "int8 eager: as fast as fp32 at 32 streams in 40% of the memory, "
+                                        "+0.6% perplexity"),
     },
 }
 
