@@ -32,9 +32,10 @@ class Choice:
 
 
 # CPU kind -> workload -> (weights, compile, why), from benchmarks/decode.py and the compile cost
-# of `lmlab bench decode --compile` in a fresh process. Compiling is left off by default: even with
-# inductor's cache warm, a new process spends tens of seconds rebuilding the compiled step, more
-# than a one-shot answer takes eagerly, and at many streams it gains only a few percent.
+# of `lmlab bench decode --compile` in a fresh process. Compiling is left off by default: it makes
+# tokens 1.3-1.9x faster, but even with inductor's cache warm a new process spends 40-90 s
+# rebuilding the compiled step (minutes when cold), more than a one-shot answer takes eagerly;
+# a long-lived server or benchmark asks for it with --compile.
 TABLE = {
     "avx512-vnni": {  # Intel Xeon with AVX-512/VNNI/AMX, AMD Zen 4
         "one-stream": ("int8", False, "int8 eager: about 3x fp32 eager for one stream, +0.6% perplexity"),
