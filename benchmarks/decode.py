@@ -515,14 +515,12 @@ def main() -> None:
                      + "; those rows understate speed")
     for n in notes:
         print(f"note: {n}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"new_tokens": new_tokens, "prompt_tokens": PROMPT_TOKENS,
-                       "long_prompt_tokens": LONG_PROMPT_TOKENS, "quick": args.quick,
-                       "results": results, "ratios": ratio_rows, "perplexity": ppl_rows,
-                       "read_bandwidth_gb_s": bandwidth, "memory_bounds": bound_rows, "notes": notes},
-                      f, indent=2)
-        print(f"saved {args.json}")
+    if args.json:  # the printed tables (for RESULTS.md) and every row's raw figures
+        import _results
+
+        _results.write_json(args.json, {"new_tokens": new_tokens, "prompt_tokens": PROMPT_TOKENS,
+                                        "long_prompt_tokens": LONG_PROMPT_TOKENS, "quick": args.quick,
+                                        "results": results, "read_bandwidth_gb_s": bandwidth, "notes": notes})
 
 
 if __name__ == "__main__":

@@ -39,11 +39,11 @@ class Choice:
 TABLE = {
     "avx512-vnni": {  # Intel Xeon with AVX-512/VNNI/AMX, AMD Zen 4
         "one-stream": ("int8", False, "int8 eager: about 3x fp32 eager for one stream, +0.6% perplexity"),
-        "many-streams": ("w8a8", False, "w8a8 eager (VNNI integer GEMM): about 1.9x fp32 at 32 streams, "
-                                        "+0.3% perplexity"),
+        "many-streams": ("int8", False, "int8 eager: +0.6% perplexity (w8a8, about 1.9x fp32 at 32 streams "
+                                        "with VNNI, costs +3.4%: ask for it with --weights w8a8)"),
     },
     "avx2": {  # AMD Zen 1-3, Intel without AVX-512
-        "one-stream": ("int8", False, "int8 eager: about 1.8x fp32 eager for one stream, +0.6% perplexity"),
+        "one-stream": ("int8", False, "int8 eager: 2-3x fp32 eager for one stream, +0.6% perplexity"),
         "many-streams": ("int8", False, "int8 eager: as fast as fp32 at 32 streams in 40% of the memory, "
                                         "+0.6% perplexity"),
     },
