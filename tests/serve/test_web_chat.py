@@ -153,7 +153,7 @@ def test_chat_answers_from_an_index_with_sources(rag_server, browser):
     # nothing relevant (BM25-only index, no shared term): the abstention, without sources
     choose(browser, "spare")
     msg, _ = send(browser, "Who wrote Hamlet?")
-    assert msg.get_attribute("data-abstained") == "true" and "not in the documents" in msg.text
+    assert msg.get_attribute("data-abstained") == "true" and "not in the documents" in msg.text, msg.text
     assert not msg.find_elements(By.CSS_SELECTOR, "details.source")
 
     # the route's error shows like a chat error: the index went away after the page listed it
