@@ -70,3 +70,30 @@ def test_abstention_and_bad_indexes(app_client):
     assert r.status_code == 404 and "available: facts" in r.json()["error"]["message"]
     r = client.post("/v1/rag/search", json={"index": "../etc", "query": "x"})
     assert r.status_code == 400
+
+
+def test_index_listing(app_client, tmp_path, tokenizer):
+    from fastapi.testclient import TestClient
+
+    from lmlab.rag import Index
+    from lmlab.serve.app import create_app
+
+    client, _ = app_client
+    root = tmp_path / "indexes"
+    (root / "not-an-index").mkdir()  # no manifest: not listed
+    (root / "broken").mkdir()
+    (root / "broken" / "manifest.json").write_text("{ not json")
+    built = Index.load(root / "facts")
+    r = client.get("/v1/rag/indexes")
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    assert [d["name"] for d in data] == ["broken", "facts"]
+    broken, facts = data
+    assert "broken/manifest.json: unreadable manifest" in broken["error"]
+    assert facts["documents"] == len(built.documents) == 5 and facts["chunks"] == len(built.chunks) > 0
+    assert facts["embedding_model"] == built.embedding_name and facts["embedding_model"]
+    assert facts["dense"] == "flat"
+
+    with TestClient(create_app(ScriptedRunner(tokenizer, ""), None), base_url="http://127.0.0.1") as bare:
+        r = bare.get("/v1/rag/indexes")
+        assert r.status_code == 200 and r.json() == {"object": "list", "data": []}

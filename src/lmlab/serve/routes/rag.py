@@ -1,8 +1,10 @@
-"""POST /v1/rag/search and /v1/rag/ask: retrieval and cited answers over the index folders under
-`--rag-indexes DIR` (each subfolder built by `lmlab rag index`), named by the request's `index`."""
+"""GET /v1/rag/indexes, POST /v1/rag/search and /v1/rag/ask: the index folders under
+`--rag-indexes DIR` (each subfolder built by `lmlab rag index`), retrieval and cited answers over
+the one named by the request's `index`."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Literal, Optional
@@ -28,18 +30,51 @@ class RagRequest(BaseModel):
     min_similarity: float = 0.25
 
 
-def _open(server, name: str):
-    """The named index, loaded once and reloaded when its manifest changes (an update)."""
+def _root(server) -> Path | None:
     root = getattr(server.cfg, "rag_indexes", None)
     if not root:
+        return None
+    if not Path(root).is_dir():
+        raise ApiError(500, f"--rag-indexes {root}: not a folder", "server_error")
+    return Path(root)
+
+
+def _names(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if _NAME.fullmatch(p.name) and (p / "manifest.json").is_file())
+
+
+def _summary(path: Path) -> dict:
+    """What the listing tells of one index, from its manifest alone (loading the index would read
+    every chunk and its search structures); an unreadable manifest is listed with why, not hidden."""
+    entry = {"name": path.name, "object": "rag.index"}
+    try:
+        m = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+        return {**entry, "documents": len(m["documents"]), "chunks": int(m["chunks"]),
+                "embedding_model": m["embedding_model"],
+                "dense": m["config"]["dense"] if m["embedding_model"] else "none"}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return {**entry, "error": f"{path / 'manifest.json'}: unreadable manifest ({type(e).__name__}: {e})"}
+
+
+@router.get("/v1/rag/indexes")
+async def indexes(request: Request):
+    server = request.app.state.server
+    server.check_key(request)
+    root = _root(server)
+    return {"object": "list", "data": [] if root is None else [_summary(root / n) for n in _names(root)]}
+
+
+def _open(server, name: str):
+    """The named index, loaded once and reloaded when its manifest changes (an update)."""
+    root = _root(server)
+    if root is None:
         raise ApiError(404, "this server has no RAG indexes: start it with --rag-indexes DIR", param="index")
     if not _NAME.fullmatch(name):
         raise ApiError(400, f"index must be a folder name under the server's index directory, got {name!r}",
                        param="index")
-    path = Path(root) / name
+    path = root / name
     if not (path / "manifest.json").is_file():
-        have = sorted(p.name for p in Path(root).iterdir() if (p / "manifest.json").is_file())
-        raise ApiError(404, f"no index {name!r}; available: {', '.join(have) or 'none'}", param="index")
+        raise ApiError(404, f"no index {name!r}; available: {', '.join(_names(root)) or 'none'}", param="index")
     from lmlab.rag import Index
 
     cache = server.__dict__.setdefault("_rag_indexes", {})
