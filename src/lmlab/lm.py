@@ -127,6 +127,14 @@ class LM:
                           len(best.token_ids), seconds)
 
 
+def auto_formats(device: str = "cpu") -> dict[str, str]:
+    """What `weights="auto"` loads here, per workload, and why (for `lmlab models info`)."""
+    from lmlab.cpu import WORKLOADS, choose
+
+    return {f"auto ({w})": f"{c.weights}{' compiled' if c.compile else ''}: {c.why}"
+            for w in WORKLOADS for c in [choose(w, device)]}
+
+
 def load(spec: str | None = None, weights: str = "auto", device: str = "cpu", compile: bool | None = None,
          workload: str = "one-stream") -> LM:
     """Load a model by bundled name, HF folder, .gguf file or hub id (default: bundled SmolLM2)."""

@@ -116,5 +116,5 @@ def test_bench_decode_prints_the_json_the_issue_names(bundled_folder, distinct):
               *(["--distinct-prompts"] if distinct else []))
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert set(out) == {"streams", "tok_s", "ttft_s", "peak_rss_mb"}
+    assert set(out) == {"weights", "compile", "streams", "tok_s", "ttft_s", "peak_rss_mb"}  # what it loaded, too
     assert out["streams"] == 3 and out["tok_s"] > 0 and out["ttft_s"] > 0 and out["peak_rss_mb"] > 100

@@ -63,7 +63,7 @@ def test_beam_with_a_constraint_or_sampling_flags_is_refused_before_the_model_lo
 
 
 def test_beam_prints_the_best_beam(bundled_folder, bundled_lm):
-    r = lmlab("Name a colour.", "--beam", "2", "--max-new-tokens", "12", "--json")
+    r = lmlab("Name a colour.", "--beam", "2", "--max-new-tokens", "12", "--weights", "fp32", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     best = bundled_lm.beam_search("Name a colour.", num_beams=2, max_new_tokens=12)

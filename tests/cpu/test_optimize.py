@@ -19,7 +19,7 @@ from lmlab.model.quant import Int8Linear
 SRC = Path(__file__).resolve().parents[2] / "src" / "lmlab"
 # Where the speed layer is applied: inference models as loaded, the model a Trainer trains, and
 # DPO's frozen reference.
-APPLIED_IN = {"lm.py", "train/trainer.py", "train/align.py"}
+APPLIED_IN = {"lm.py", "train/trainer.py", "train/run.py"}
 
 
 def test_only_the_places_that_apply_it_name_the_cpu_package():

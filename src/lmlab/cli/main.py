@@ -253,7 +253,9 @@ def cmd_models_info(args) -> int:
     from lmlab.model.io.info import model_info
     from lmlab.report.table import print_kv
 
-    info = model_info(args.model)
+    from lmlab.lm import auto_formats
+
+    info = {**model_info(args.model), **auto_formats()}
     print(json.dumps(info, indent=2)) if args.json else print_kv(info, title="model")
     return 0
 

@@ -22,7 +22,19 @@ import torch
 
 PURPOSES = ("decode", "train")
 
-from lmlab.cpu.choice import WORKLOADS, Choice, choose  # noqa: E402  (the format/compile defaults)
+WORKLOADS = ("one-stream", "many-streams", "scoring")
+
+
+def choose(workload: str, device: str | torch.device = "cpu", weights: str = "auto", compile: bool | None = None):
+    """The weight format and compile setting to load with (lmlab.cpu.choice; fp32 eager off the CPU,
+    where nothing of this package is imported)."""
+    if workload not in WORKLOADS:
+        raise ValueError(f"workload must be one of {WORKLOADS}, got {workload!r}")
+    from lmlab.cpu.choice import Choice, choose as pick
+
+    if torch.device(device).type != "cpu":
+        return Choice("fp32" if weights == "auto" else weights, bool(compile), "not a CPU: the CPU table does not apply")
+    return pick(workload, device, weights, compile)
 
 
 @dataclass

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lmlab.cpu import features
-
-WORKLOADS = ("one-stream", "many-streams", "scoring")
+from lmlab.cpu import WORKLOADS, features
 
 
 @dataclass(frozen=True)

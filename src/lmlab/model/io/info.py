@@ -28,19 +28,7 @@ def model_info(spec: str | None = None) -> dict:
         "rope_scaling": c.rope_scaling, "tied_embeddings": c.tie_embeddings,
         "chat_template": bool(tok.chat_template), "eos": tok.special_tokens.get("eos_token"),
         "weights_mb": round(weights / 2**20, 1),
-        **_auto_formats(),
     }
-
-
-def _auto_formats() -> dict:
-    """What --weights auto loads here, per workload (lmlab.cpu.choice's measured table)."""
-    from lmlab.cpu import WORKLOADS, choose
-
-    out = {}
-    for w in WORKLOADS:
-        c = choose(w)
-        out[f"auto ({w})"] = f"{c.weights}{' compiled' if c.compile else ''}: {c.why}"
-    return out
 
 
 def convert(spec: str | None, out: str | None = None, dtype: str = "float32") -> Path:
