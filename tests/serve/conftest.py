@@ -27,6 +27,8 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "lmlab.cli.main", "serve", "--model", str(folder),
                "--served-model-name", "smollm2", "--port", str(self.port), *extra]
+        if "--weights" not in extra:  # the reference format: tests compare answers with the fp32 model
+            cmd += ["--weights", "fp32"]
         self.log = log
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
         deadline = time.time() + 300  # model loading on a busy 2-core machine
