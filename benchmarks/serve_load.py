@@ -224,6 +224,12 @@ async def load(url: str, model: str, clients: int, duration: float, grace: float
             # an idle engine holds one slot of min(256, ceiling) tokens: bytes per cached token, whatever the dtype
             idle = metric_value((await http.get(url + "/metrics")).text, "lmlab_kv_cache_bytes")
             memory["kv_bytes_per_token"] = round(idle / min(256, hostile["max_cache_tokens"]))
+            if not memory["kv_bytes_per_token"]:  # the idle cache has shrunk to nothing: from the shapes
+                from lmlab.model.io.hf import read_config
+                from lmlab.model.io.resolve import resolve
+
+                c = read_config(resolve("smollm2"))
+                memory["kv_bytes_per_token"] = 2 * c.n_layers * c.n_kv_heads * c.head_dim * 4  # fp32 keys and values
             sampler = asyncio.create_task(sample_memory(url, hostile["pid"], stop, memory))
         t0 = time.perf_counter()
         tasks = [asyncio.create_task(client(i)) for i in range(clients)]
