@@ -117,7 +117,7 @@ def main() -> int:
     from lmlab.safety.watermark import Watermark
 
     folder = resolve("smollm2")
-    lm = LM.load(str(folder))
+    lm = LM.load(str(folder), workload="scoring")  # detection reads log-probabilities
     rng = random.Random(args.seed)
 
     # ---- 1. zero-shot detection -----------------------------------------------------------------

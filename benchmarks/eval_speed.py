@@ -60,7 +60,7 @@ def run_lmlab(folder: str, data: Path, tmp: Path) -> tuple[dict, list[dict], flo
     from lmlab.lm import LM
 
     t0 = time.perf_counter()
-    lm = LM.load(folder)
+    lm = LM.load(folder, "fp32")  # the reference format: scores must equal lm-eval's item by item
     t1 = time.perf_counter()
     passes, heads = _record_shapes(lm.model)
     report = evaluate(lm, "hellaswag", data=str(data), output_dir=tmp / "lmlab")

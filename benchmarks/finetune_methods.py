@@ -72,7 +72,7 @@ def run_one(method: str, out: Path, train: Path, test: Path, epochs: float) -> d
     row = {"method": method}
     t0 = time.perf_counter()
     if method == "none":
-        lm = lmlab.load()
+        lm = lmlab.load(workload="scoring")  # fp32, like the trained models it is compared with
         row.update(trainable_params=0, trainable_pct=0.0)
     else:
         from lmlab.train.sft import sft

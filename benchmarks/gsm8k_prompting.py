@@ -61,7 +61,7 @@ def main() -> int:
     from lmlab.eval import evaluate
     from lmlab.report.table import print_table
 
-    lm = lmlab.load(args.model)
+    lm = lmlab.load(args.model, workload="scoring")  # accuracy in the reference format
     out = Path(args.out)
     rows = []
     table = settings(args.paths)
