@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 SHARED = next((p / "shared" / "data" for p in Path(__file__).resolve().parents if (p / "shared" / "data").is_dir()),
-              Path("/work/shared/data"))
+              Path(__file__).resolve().parents[2] / "shared" / "data")  # ../shared beside the checkout
 
 
 def read_jsonl(path) -> list[dict]:

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 SHARED = next((p / "shared" / "data" for p in Path(__file__).resolve().parents if (p / "shared" / "data").is_dir()),
-              Path("/work/shared/data"))
+              Path(__file__).resolve().parents[2] / "shared" / "data")  # ../shared beside the checkout
 PREFIXES = ["", "", "Please ", "Briefly ", "Can you ", "In one paragraph, ", "For a child, ", "Step by step, "]
 SYNONYMS = {"write": "compose", "give": "provide", "list": "enumerate", "explain": "describe", "make": "create",
             "find": "identify", "good": "great", "some": "several", "best": "top", "how": "in what way"}

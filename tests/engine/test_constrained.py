@@ -60,8 +60,9 @@ def test_there_are_30_plus_schemas():
 
 
 def test_every_greedy_output_validates_in_a_mixed_batch(greedy_mixed):
+    assert len(greedy_mixed[0]) == len(SCHEMAS)
     for (what, schema), out in zip(SCHEMAS, greedy_mixed[0]):
-        _check_json(out, schema)
+        _check_json(out, schema)  # parses and validates, or fails naming the schema
 
 
 def test_every_seeded_sample_validates_and_the_seed_reproduces_it(lm):
